@@ -1,0 +1,3 @@
+from convertkit.cli import main
+
+main()

@@ -1,0 +1,163 @@
+"""Adapters: one module per source framework, each behind the small ``Adapter`` interface.
+
+An adapter runs in a child process (see ``lower``): it loads the source, exports ONNX,
+builds the check inputs from the exported graph, and records reference outputs computed
+by the source framework itself. Everything it hands back is plain data and files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from convertkit.check.inputs import DEFAULT_SEED, generate_feeds, read_data, select_data
+from convertkit.isolation import run_in_child
+from convertkit.spec import InputSpec, SourceRef
+
+
+@dataclass(frozen=True)
+class LowerRequest:
+    """Everything an adapter needs, as plain data (it crosses a process boundary)."""
+
+    source: SourceRef
+    inputs: tuple[InputSpec, ...]  # from -i; empty when the user gave none
+    work_dir: Path  # the adapter writes only here
+    data_path: Path | None = None
+    weights_path: Path | None = None
+    opset: int | None = None
+    seed: int = DEFAULT_SEED
+
+    @property
+    def export_path(self) -> Path:
+        return self.work_dir / "export.onnx"
+
+    @property
+    def feeds_path(self) -> Path:
+        return self.work_dir / "inputs.npz"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.work_dir / "reference.npz"
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source.to_dict(), "inputs": [s.to_dict() for s in self.inputs],
+            "work_dir": str(self.work_dir),
+            "data_path": str(self.data_path) if self.data_path else None,
+            "weights_path": str(self.weights_path) if self.weights_path else None,
+            "opset": self.opset, "seed": self.seed,
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> LowerRequest:
+        return LowerRequest(
+            source=SourceRef.from_dict(data["source"]),
+            inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
+            work_dir=Path(data["work_dir"]),
+            data_path=Path(data["data_path"]) if data["data_path"] else None,
+            weights_path=Path(data["weights_path"]) if data["weights_path"] else None,
+            opset=data["opset"], seed=data["seed"],
+        )
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """What an adapter produced: the exported ONNX, the check inputs and the references."""
+
+    framework: str
+    onnx_path: Path
+    feeds_path: Path
+    reference_path: Path
+    exporter: str  # which exporter produced the model, e.g. "torch.onnx (dynamo)"
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {
+            "framework": self.framework, "onnx_path": str(self.onnx_path),
+            "feeds_path": str(self.feeds_path), "reference_path": str(self.reference_path),
+            "exporter": self.exporter, "inputs": [s.to_dict() for s in self.inputs],
+            "output_names": list(self.output_names), "notes": list(self.notes),
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> Lowered:
+        return Lowered(
+            framework=data["framework"], onnx_path=Path(data["onnx_path"]),
+            feeds_path=Path(data["feeds_path"]), reference_path=Path(data["reference_path"]),
+            exporter=data["exporter"],
+            inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
+            output_names=tuple(data["output_names"]), notes=tuple(data["notes"]),
+        )
+
+
+class Adapter(Protocol):
+    name: ClassVar[str]
+
+    def detect(self, source: SourceRef) -> bool:
+        """Whether ``source`` is this framework's, judged from file names and contents
+        only: never by importing the framework."""
+        ...
+
+    def lower(self, request: LowerRequest) -> Lowered:
+        """Load, export to ``request.export_path``, write check inputs and references.
+        Runs in a child process."""
+        ...
+
+
+def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool = False,
+          timeout_s: float | None = None) -> Lowered:
+    """Run ``framework``'s adapter on ``request`` in a child process."""
+    result = run_in_child(
+        "convertkit.adapters:lower_in_child",
+        {"framework": framework, "request": request.to_dict()},
+        what=f"the {framework} export",
+        log_path=log_path, echo=echo, timeout_s=timeout_s,
+    )
+    return Lowered.from_dict(result)
+
+
+def lower_in_child(payload: dict) -> dict:
+    from convertkit.registry import load_adapter
+
+    adapter = load_adapter(payload["framework"])
+    request = LowerRequest.from_dict(payload["request"])
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    return adapter.lower(request).to_dict()
+
+
+def make_check_feeds(request: LowerRequest, specs: Sequence[InputSpec],
+                     onnx_path: Path | None) -> dict[str, np.ndarray]:
+    """The run's one set of check inputs: ``--data`` if given, else seeded random values
+    (token ids kept inside the embedding tables of the exported graph)."""
+    if request.data_path is not None:
+        return select_data(read_data(request.data_path), specs)
+    model = None
+    if onnx_path is not None:
+        from convertkit.ir.io import load_model
+
+        model = load_model(onnx_path, load_external_data=False)
+    return generate_feeds(specs, model, seed=request.seed)
+
+
+def merge_specs(declared: Sequence[InputSpec], user: Sequence[InputSpec],
+                where: str) -> list[InputSpec]:
+    """The model's own input specs with the user's ``-i`` taking precedence by name."""
+    from convertkit.errors import UsageError
+
+    known = {s.name for s in declared}
+    unknown = [s.name for s in user if s.name not in known]
+    if unknown:
+        raise UsageError(
+            f"-i names input(s) {', '.join(unknown)} that {where} does not have "
+            f"(its inputs: {', '.join(known) or 'none'})",
+            hint="use the model's input names with -i",
+            code="unknown-input",
+        )
+    override = {s.name: s for s in user}
+    return [override.get(s.name, s) for s in declared]

@@ -1,0 +1,104 @@
+"""Python-object sources, FILE.py:NAME and package.module:NAME, shared by every adapter."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from convertkit.errors import UsageError
+from convertkit.spec import SourceRef
+
+
+def source_file(source: SourceRef) -> Path | None:
+    """The .py file behind a Python-object source, found without importing anything."""
+    if source.path is not None:
+        return source.path
+    if source.module is None:
+        return None
+    relative = Path(*source.module.split("."))
+    for root in [Path.cwd(), *(Path(p) for p in sys.path if p)]:
+        for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def source_mentions(source: SourceRef, packages: Iterable[str]) -> bool:
+    """Whether the source's file imports any of ``packages`` (read as text, not imported)."""
+    path = source_file(source)
+    if path is None or not path.is_file():
+        return False
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    names = "|".join(re.escape(p) for p in packages)
+    return re.search(rf"^\s*(?:import|from)\s+(?:{names})\b", text, re.MULTILINE) is not None
+
+
+def load_python_object(source: SourceRef) -> Any:
+    """Import the module a source names and return its attribute.
+
+    A FILE.py is imported under its own module name with its folder on sys.path, so
+    frameworks that re-import a model's module by name (MindSpore's graph compiler) find it.
+    """
+    assert source.attribute is not None
+    if source.path is not None:
+        module = _import_file(source.path)
+    else:
+        assert source.module is not None
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        try:
+            module = importlib.import_module(source.module)
+        except ModuleNotFoundError as exc:
+            raise UsageError(
+                f"cannot import module {source.module!r}: {exc}",
+                hint="run from the folder that holds the package, or pass FILE.py:NAME",
+                code="source-not-found",
+            ) from exc
+        except Exception as exc:
+            raise _import_failed(source.module, exc) from exc
+    try:
+        return getattr(module, source.attribute)
+    except AttributeError:
+        public = [n for n in vars(module) if not n.startswith("_")]
+        raise UsageError(
+            f"{source.path or source.module} has no attribute {source.attribute!r}",
+            hint=f"name one of its objects: {', '.join(public[:12]) or '(none)'}",
+            code="source-not-found",
+        ) from None
+
+
+def _import_file(path: Path):
+    path = path.resolve()
+    name = path.stem
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path}", hint="pass a Python source file",
+                         code="source-unreadable")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _import_failed(str(path), exc) from exc
+    return module
+
+
+def _import_failed(where: str, exc: Exception) -> UsageError:
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return UsageError(
+        f"importing {where} failed: {type(exc).__name__}: {first[:200]}",
+        hint="fix the error in the model's source file (rerun with --debug for the traceback)",
+        code="source-import-failed",
+    )

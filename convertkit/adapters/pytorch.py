@@ -1,0 +1,450 @@
+"""PyTorch sources: FILE.py:NAME / module:NAME (an nn.Module or a callable returning one),
+TorchScript files (.pt/.pth from torch.jit.save) and ExportedPrograms (.pt2).
+
+Exporter strategy: torch.onnx's dynamo exporter first, the TorchScript exporter as the
+fallback. The report says which one produced the model and why the other was not used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from convertkit.adapters import Lowered, LowerRequest, make_check_feeds
+from convertkit.adapters.python_source import load_python_object, source_mentions
+from convertkit.check.inputs import save_arrays
+from convertkit.errors import ConversionError, MissingDependencyError, UsageError
+from convertkit.spec import InputSpec, SourceRef
+
+if TYPE_CHECKING:
+    import torch
+
+TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ptl"}
+EXPORTED_PROGRAM_SUFFIXES = {".pt2"}
+_OPERATOR = re.compile(r"(aten::[\w.]+|aten\.[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?|prim::\w+|"
+                       r"torchvision::\w+|[a-z_]+::[A-Za-z_]\w+)")
+
+
+@dataclass
+class _LoadedModel:
+    module: Any  # nn.Module, ScriptModule or ExportedProgram
+    kind: str  # "module" | "torchscript" | "exported-program"
+    parameter_names: list[str]  # forward's parameters, in order (empty: positional only)
+    declared: list[InputSpec]  # input specs the model records itself (ExportedProgram)
+
+    def call(self, feeds: dict[str, Any]) -> Any:
+        import torch
+
+        with torch.no_grad():
+            if self.kind == "exported-program":
+                return self.module.module()(*feeds.values())
+            if self.parameter_names:
+                return self.module(**feeds)
+            return self.module(*feeds.values())
+
+
+class PyTorchAdapter:
+    name: ClassVar[str] = "pytorch"
+
+    def detect(self, source: SourceRef) -> bool:
+        if source.path is not None and source.path.suffix.lower() in (
+            TORCHSCRIPT_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES
+        ):
+            return True
+        return source.is_python_object and source_mentions(source, ("torch",))
+
+    def lower(self, request: LowerRequest) -> Lowered:
+        torch = _import_torch()
+        loaded = _load(request, torch)
+        specs = _input_specs(loaded, request)
+        example = _to_tensors(make_check_feeds(request, specs, None), torch)
+        output_names = _output_names(_run(loaded, example, specs, request))
+
+        exporter, notes = _export(loaded, example, specs, output_names, request, torch)
+        feeds = make_check_feeds(request, specs, request.export_path)
+        outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
+        reference = {name: _to_numpy(value) for name, value in zip(output_names, outputs,
+                                                                   strict=True)}
+        save_arrays(request.feeds_path, feeds)
+        save_arrays(request.reference_path, reference)
+        return Lowered(
+            framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
+            reference_path=request.reference_path, exporter=exporter, inputs=tuple(specs),
+            output_names=tuple(output_names), notes=tuple(notes),
+        )
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "PyTorch is not installed", hint="pip install 'convertkit[torch]'",
+            code="missing-torch",
+        ) from exc
+    return torch
+
+
+# --- loading -----------------------------------------------------------------------------
+
+def _load(request: LowerRequest, torch) -> _LoadedModel:
+    source = request.source
+    if source.is_python_object:
+        module = _module_from_python(source, torch)
+        if request.weights_path is not None:
+            _load_weights(module, request.weights_path, torch)
+        module.eval()
+        return _LoadedModel(module, "module", _forward_parameters(module), [])
+    assert source.path is not None
+    if request.weights_path is not None:
+        raise UsageError(
+            "--weights applies to FILE.py:NAME and module:NAME sources only",
+            hint=f"{source.path.name} already holds its weights; drop --weights",
+            code="weights-not-applicable",
+        )
+    if source.path.suffix.lower() in EXPORTED_PROGRAM_SUFFIXES:
+        return _load_exported_program(source.path, torch)
+    return _load_torchscript(source.path, torch)
+
+
+def _module_from_python(source: SourceRef, torch):
+    obj = load_python_object(source)
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if not callable(obj):
+        raise UsageError(
+            f"{source.text} is a {type(obj).__name__}, not an nn.Module or a callable",
+            hint="name an nn.Module, an nn.Module class, or a function returning one",
+            code="not-a-model",
+        )
+    try:
+        module = obj()
+    except Exception as exc:
+        raise UsageError(
+            f"{source.text}() raised {type(exc).__name__}: {_first_line(exc)}",
+            hint="the factory must build the model with no arguments",
+            code="factory-failed",
+        ) from exc
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(
+            f"{source.text}() returned a {type(module).__name__}, not an nn.Module",
+            hint="return the model (an nn.Module) from the factory",
+            code="not-a-model",
+        )
+    return module
+
+
+def _load_weights(module, path: Path, torch) -> None:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(
+            f"cannot load --weights {path}: {_first_line(exc)}",
+            hint="pass a state_dict saved with torch.save(model.state_dict(), FILE); "
+            "files holding pickled objects beyond tensors are refused (weights_only=True)",
+            code="bad-weights",
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UsageError(f"--weights {path} holds a {type(state).__name__}, not a state_dict",
+                         hint="save it with torch.save(model.state_dict(), FILE)",
+                         code="bad-weights")
+    result = module.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {_few(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {_few(result.unexpected_keys)}")
+    if problems:
+        raise UsageError(
+            f"--weights {path.name} does not fit the model: {'; '.join(problems)}",
+            hint="pass the state_dict saved from this model's architecture",
+            code="weights-mismatch",
+        )
+
+
+def _load_torchscript(path: Path, torch) -> _LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        if _is_torch_save_archive(path):
+            raise UsageError(
+                f"{path.name} was written by torch.save, not torch.jit.save (TorchScript)",
+                hint=f"pass the model's code as FILE.py:NAME with --weights {path.name}, "
+                "or save it with torch.jit.save / torch.export.save",
+                code="not-torchscript",
+            ) from exc
+        raise UsageError(f"cannot read TorchScript file {path}: {_first_line(exc)}",
+                         hint="pass a file written by torch.jit.save", code="bad-torchscript",
+                         ) from exc
+    module.eval()
+    try:
+        arguments = [a.name for a in module.forward.schema.arguments][1:]
+    except (AttributeError, RuntimeError):
+        arguments = []
+    return _LoadedModel(module, "torchscript", arguments, [])
+
+
+def _is_torch_save_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("data.pkl") for n in names) and not any(
+        "/code/" in n for n in names)
+
+
+def _load_exported_program(path: Path, torch) -> _LoadedModel:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UsageError(f"cannot read ExportedProgram {path}: {_first_line(exc)}",
+                         hint="pass a file written by torch.export.save", code="bad-pt2",
+                         ) from exc
+    declared = []
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        value = node.meta.get("val")
+        if value is None or not hasattr(value, "shape"):
+            continue
+        dims = tuple(int(d) if str(d).isdigit() else str(d) for d in value.shape)
+        declared.append(InputSpec(node.name, dims, str(value.dtype).removeprefix("torch.")))
+    return _LoadedModel(program, "exported-program", [], declared)
+
+
+def _forward_parameters(module) -> list[str]:
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in signature.parameters.values() if p.kind in kinds]
+
+
+def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]:
+    from convertkit.adapters import merge_specs
+    from convertkit.check.inputs import read_data, specs_from_data
+
+    if loaded.declared:
+        return merge_specs(loaded.declared, request.inputs, "the ExportedProgram")
+    specs = list(request.inputs)
+    if not specs and request.data_path is not None:
+        specs = specs_from_data(read_data(request.data_path))
+    if not specs:
+        example = ", ".join(loaded.parameter_names) or "x"
+        raise UsageError(
+            "a PyTorch model does not record its input shapes",
+            hint=f"declare each input with -i NAME:DIMS[:DTYPE] (forward takes: {example}), "
+            "e.g. -i x:1x3x224x224, or pass --data FILE.npz",
+            code="inputs-required",
+        )
+    if loaded.parameter_names:
+        unknown = [s.name for s in specs if s.name not in loaded.parameter_names]
+        if unknown:
+            raise UsageError(
+                f"input(s) {', '.join(unknown)} are not parameters of forward("
+                f"{', '.join(loaded.parameter_names)})",
+                hint="name -i inputs after forward's parameters",
+                code="unknown-input",
+            )
+    return specs
+
+
+# --- running -----------------------------------------------------------------------------
+
+def _to_tensors(feeds: dict[str, np.ndarray], torch) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.array(value)) for name, value in feeds.items()}
+
+
+def _run(loaded: _LoadedModel, feeds: dict, specs: list[InputSpec], request: LowerRequest):
+    try:
+        return loaded.call(feeds)
+    except Exception as exc:
+        shapes = ", ".join(str(s) for s in specs)
+        raise UsageError(
+            f"the model rejects inputs {shapes}: {type(exc).__name__}: {_first_line(exc)}",
+            hint="fix the shapes and dtypes given with -i (or the arrays in --data)",
+            code="shape-rejected",
+        ) from exc
+
+
+def _flatten(outputs) -> list:
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    return [leaf for leaf in tree_flatten(outputs)[0] if isinstance(leaf, torch.Tensor)]
+
+
+def _output_names(outputs) -> list[str]:
+    """Stable names for a model's (possibly nested) outputs: ``output`` for one tensor,
+    dict keys and attribute names as they are, sequence positions as numbers."""
+    import torch
+    from torch.utils._pytree import GetAttrKey, MappingKey, SequenceKey, tree_flatten_with_path
+
+    names = []
+    for path, leaf in tree_flatten_with_path(outputs)[0]:
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        parts = []
+        for key in path:
+            if isinstance(key, MappingKey):
+                parts.append(str(key.key))
+            elif isinstance(key, SequenceKey):
+                parts.append(str(key.idx))
+            elif isinstance(key, GetAttrKey):
+                parts.append(key.name)
+            else:
+                parts.append(str(key))
+        name = ".".join(parts) or "output"
+        names.append(f"output_{name}" if name[0].isdigit() else name)
+    return names
+
+
+def _to_numpy(value) -> np.ndarray:
+    import torch
+
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    return value.detach().cpu().numpy()
+
+
+# --- exporting ---------------------------------------------------------------------------
+
+def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
+            output_names: list[str], request: LowerRequest, torch) -> tuple[str, list[str]]:
+    """Dynamo first, TorchScript second. Returns (exporter, notes)."""
+    failures: dict[str, BaseException] = {}
+    attempts = [("dynamo", _export_dynamo), ("torchscript", _export_torchscript)]
+    if loaded.kind == "exported-program":
+        attempts = attempts[:1]  # an ExportedProgram is already a dynamo graph
+    for label, export in attempts:
+        try:
+            export(loaded, example, specs, output_names, request, torch)
+        except Exception as exc:
+            failures[label] = exc
+            request.export_path.unlink(missing_ok=True)
+            continue
+        _check_output_count(request.export_path, output_names, label)
+        notes = [f"{other} exporter not used: {_summarise(error)}"
+                 for other, error in failures.items()]
+        if not failures and len(attempts) > 1:
+            notes.append("torchscript exporter not tried: the dynamo exporter succeeded")
+        return f"torch.onnx ({label})", notes
+    summaries = "; ".join(f"{label}: {_summarise(error)}" for label, error in failures.items())
+    has_op = any(_OPERATOR.search(str(e)) for e in failures.values())
+    raise ConversionError(
+        f"PyTorch could not export the model to ONNX. {summaries}",
+        hint="an unsupported operator can often be replaced in the model's code, or try "
+        "another --opset; the full exporter output is in logs/export.log",
+        code="unsupported-op" if has_op else "export-failed",
+    )
+
+
+def _export_dynamo(loaded, example, specs, output_names, request, torch) -> None:
+    kwargs: dict[str, Any] = {"dynamo": True, "output_names": output_names,
+                              "external_data": False}
+    if request.opset is not None:
+        kwargs["opset_version"] = request.opset
+    if loaded.kind == "exported-program":
+        program = torch.onnx.export(loaded.module, (), **kwargs)
+    else:
+        dims: dict[str, Any] = {}
+        shapes: dict[str, dict[int, Any]] = {}
+        for spec in specs:
+            axes = {}
+            for axis, dim in enumerate(spec.dims):
+                if isinstance(dim, str):
+                    axes[axis] = dims.setdefault(dim, torch.export.Dim(_dim_name(dim)))
+            shapes[spec.name] = axes
+        has_dynamic = any(shapes.values())
+        if loaded.parameter_names:
+            program = torch.onnx.export(
+                loaded.module, (), kwargs=example, input_names=list(example),
+                dynamic_shapes=shapes if has_dynamic else None, **kwargs)
+        else:
+            program = torch.onnx.export(
+                loaded.module, tuple(example.values()), input_names=list(example),
+                dynamic_shapes=tuple(shapes.values()) if has_dynamic else None, **kwargs)
+    if program is None:
+        raise ConversionError("the dynamo exporter returned no program")
+    _save_program(program, request.export_path)
+
+
+def _save_program(program, path: Path) -> None:
+    from convertkit.ir.io import PROTOBUF_LIMIT_BYTES
+
+    size = sum(t.nbytes for t in program.model.graph.initializers.values()
+               if getattr(t, "nbytes", None) is not None)
+    program.save(str(path), external_data=size > PROTOBUF_LIMIT_BYTES // 2)
+
+
+def _export_torchscript(loaded, example, specs, output_names, request, torch) -> None:
+    dynamic_axes = {
+        spec.name: {axis: dim for axis, dim in enumerate(spec.dims) if isinstance(dim, str)}
+        for spec in specs if spec.is_dynamic
+    }
+    torch.onnx.export(
+        loaded.module, tuple(example.values()), str(request.export_path), dynamo=False,
+        input_names=list(example), output_names=output_names,
+        dynamic_axes=dynamic_axes or None, opset_version=request.opset or 18,
+    )
+
+
+def _check_output_count(path: Path, output_names: list[str], label: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = [o.name for o in model.graph.output]
+    if written != output_names:
+        raise ConversionError(
+            f"the {label} exporter wrote outputs {written}, expected {output_names}",
+            hint="outputs that are not tensors (None, ints) cannot be compared; return "
+            "tensors only from forward",
+            code="output-mismatch",
+        )
+
+
+def _dim_name(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _summarise(exc: BaseException) -> str:
+    """One line per exporter: the failing operator where there is one, else the root
+    cause's first line."""
+    texts = []
+    cause: BaseException | None = exc
+    while cause is not None and len(texts) < 8:
+        texts.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    for text in texts:
+        match = _OPERATOR.search(text)
+        if match:
+            return f"unsupported operator {match.group(1)} ({type(root).__name__})"
+    return f"{type(root).__name__}: {_first_line(root)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line:
+            return line[:240]
+    return type(exc).__name__
+
+
+def _few(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

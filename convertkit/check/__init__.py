@@ -1,0 +1,1 @@
+"""The equivalence check: check inputs, budgets, metrics."""

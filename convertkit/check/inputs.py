@@ -1,0 +1,127 @@
+"""The one set of check inputs per run: a user's .npz, or seeded random values.
+
+Integer inputs that index an embedding table get values inside that table (its size is
+read from the graph), so token-id models are checked on valid ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from convertkit.errors import UsageError
+from convertkit.spec import InputSpec
+
+DEFAULT_SEED = 0
+# Integers that index nothing we can see get small values: valid as masks, flags and ids.
+DEFAULT_INTEGER_HIGH = 2
+# Ops that pass integer values through unchanged on the way to a Gather.
+_VALUE_PRESERVING_OPS = {
+    "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Slice",
+    "Transpose", "Tile", "Concat",
+}
+
+
+def read_data(path: Path) -> dict[str, np.ndarray]:
+    """Load a user's .npz of named inputs."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read --data {path}: {str(exc).splitlines()[0] if str(exc) else exc}",
+            hint="pass an .npz written by numpy.savez with one array per model input",
+            code="bad-data",
+        ) from exc
+
+
+def specs_from_data(data: Mapping[str, np.ndarray]) -> list[InputSpec]:
+    return [InputSpec(name, tuple(int(d) for d in array.shape), array.dtype.name)
+            for name, array in data.items()]
+
+
+def select_data(data: Mapping[str, np.ndarray],
+                specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """The arrays of ``data`` for ``specs``, in the specs' order and dtypes."""
+    missing = [s.name for s in specs if s.name not in data]
+    if missing:
+        raise UsageError(
+            f"--data has no array for input(s) {', '.join(missing)} "
+            f"(it holds {', '.join(data) or 'nothing'})",
+            hint="name each array in the .npz after the model input it feeds",
+            code="bad-data",
+        )
+    return {s.name: np.ascontiguousarray(data[s.name]).astype(s.dtype, copy=False) for s in specs}
+
+
+def generate_feeds(
+    specs: Sequence[InputSpec],
+    model: onnx.ModelProto | None = None,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, np.ndarray]:
+    """Seeded random inputs of the specs' shapes and dtypes. With ``model``, integer
+    inputs that index embedding tables stay inside the tables."""
+    rng = np.random.default_rng(seed)
+    limits = embedding_limits(model) if model is not None else {}
+    feeds = {}
+    for spec in specs:
+        shape = spec.check_shape()
+        dtype = np.dtype(spec.dtype)
+        if dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif np.issubdtype(dtype, np.integer):
+            high = limits.get(spec.name, DEFAULT_INTEGER_HIGH)
+            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
+        else:
+            feeds[spec.name] = rng.standard_normal(size=shape).astype(dtype)
+    return feeds
+
+
+def embedding_limits(model: onnx.ModelProto) -> dict[str, int]:
+    """For each graph input that (through value-preserving ops) indexes a constant table
+    with Gather, the number of rows of the smallest such table."""
+    graph = model.graph
+    table_rows = {t.name: tuple(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value":
+                table_rows[node.output[0]] = tuple(attr.t.dims)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    limits = {}
+    for graph_input in graph.input:
+        frontier, seen, rows = [graph_input.name], set(), []
+        while frontier:
+            tensor = frontier.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            for node in consumers.get(tensor, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    dims = table_rows.get(node.input[0])
+                    if dims and axis < len(dims):
+                        rows.append(dims[axis])
+                elif node.op_type in _VALUE_PRESERVING_OPS:
+                    frontier.extend(node.output)
+        if rows:
+            limits[graph_input.name] = min(rows)
+    return limits
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+

@@ -1,0 +1,56 @@
+"""Error classes. Each carries a one-line message (the problem), a hint (the fix),
+a stable kebab-case code and the exit code the CLI uses for it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ConvertkitError(Exception):
+    exit_code: ClassVar[int] = 3
+    default_code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, hint: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code or self.default_code
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "hint": self.hint,
+            "code": self.code,
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, str]) -> ConvertkitError:
+        cls = _ERROR_TYPES.get(data.get("type", ""), ConversionError)
+        return cls(data["message"], data.get("hint", ""), data.get("code"))
+
+
+class UsageError(ConvertkitError):
+    """Bad option, unreadable input, unknown target."""
+
+    exit_code = 2
+    default_code = "usage"
+
+
+class ConversionError(ConvertkitError):
+    """Unsupported op, shape problem, exporter or compiler failure, child process crash."""
+
+    exit_code = 3
+    default_code = "conversion-failed"
+
+
+class MissingDependencyError(ConvertkitError):
+    """A framework or toolchain is not installed."""
+
+    exit_code = 4
+    default_code = "missing-dependency"
+
+
+_ERROR_TYPES: dict[str, type[ConvertkitError]] = {
+    cls.__name__: cls for cls in (UsageError, ConversionError, MissingDependencyError)
+}

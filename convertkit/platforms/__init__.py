@@ -1,0 +1,70 @@
+"""Platforms: one class per toolchain. Each states what it accepts, builds an artifact from
+the hub ONNX model inside its own folder, and opens a runner for the check when the
+artifact can run on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from convertkit.ir.info import OnnxInfo
+from convertkit.spec import Family, Precision, TargetSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a platform cannot take a model as it is."""
+
+    message: str
+    fixable: bool = False  # preparation (opset conversion, fixing shapes) will take care of it
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a platform built. Paths are inside the platform's own output folder."""
+
+    target: str
+    path: Path
+    precision: Precision
+    files: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+class Runner(Protocol):
+    """A context manager: acquires the runtime on enter, releases it on exit."""
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Platform(Protocol):
+    name: ClassVar[str]  # the entry-point name: "ort", "rknn"
+    family: ClassVar[Family]
+    is_family_default: ClassVar[bool]  # what `-t FAMILY` alone picks
+    description: ClassVar[str]
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """Whether this platform's runtime or toolchain is installed, without importing it."""
+        ...
+
+    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]: ...
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path) -> Artifact: ...
+
+    def open(self, artifact: Artifact) -> Runner | None:
+        """A runner for the check, or None when the artifact cannot run here."""
+        ...
+
+
+def is_installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

@@ -1,0 +1,109 @@
+"""The report of one conversion: what was built, how each artifact compares, the exit code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convertkit.check.budgets import Budget
+from convertkit.check.metrics import OutputMetrics
+from convertkit.errors import ConvertkitError
+from convertkit.spec import Status
+
+SCHEMA_VERSION = 1
+
+
+def error_record(error: ConvertkitError) -> dict[str, Any]:
+    return {**error.to_dict(), "exit_code": error.exit_code}
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    target: str
+    status: Status
+    path: str | None = None  # relative to the output folder
+    precision: str | None = None
+    budget: Budget | None = None
+    outputs: tuple[OutputMetrics, ...] = ()
+    notes: tuple[str, ...] = ()
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "status": self.status.value, "path": self.path,
+            "precision": self.precision,
+            "budget": self.budget.to_dict() if self.budget else None,
+            "metrics": {m.name: m.to_dict() for m in self.outputs},
+            "notes": list(self.notes), "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    source: dict[str, Any]
+    check: dict[str, Any] = field(default_factory=dict)
+    artifacts: tuple[ArtifactResult, ...] = ()
+    error: dict[str, Any] | None = None  # the source could not be lowered at all
+    version: str = ""
+
+    @property
+    def status(self) -> str:
+        statuses = [a.status for a in self.artifacts]
+        if self.error is not None or Status.ERROR in statuses:
+            return "error"
+        if Status.FAIL in statuses:
+            return "fail"
+        return "pass"
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed; else the first of 2, 4, 3, 1 that applies (DESIGN.md)."""
+        codes = {e["exit_code"] for e in self._errors()}
+        if any(a.status == Status.FAIL for a in self.artifacts):
+            codes.add(1)
+        for code in (2, 4, 3, 1):
+            if code in codes:
+                return code
+        return 0
+
+    def _errors(self) -> list[dict[str, Any]]:
+        errors = [a.error for a in self.artifacts if a.error is not None]
+        return [self.error, *errors] if self.error is not None else errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION, "convertkit_version": self.version,
+            "status": self.status, "exit_code": self.exit_code, "source": self.source,
+            "check": self.check, "error": self.error,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def format_table(report: Report) -> str:
+    """The terminal view: one row per artifact output."""
+    header = ("target", "status", "precision", "output", "max abs", "max rel", "cosine")
+    rows: list[tuple[str, ...]] = []
+    for artifact in report.artifacts:
+        base = (artifact.target, artifact.status.value, artifact.precision or "-")
+        if not artifact.outputs:
+            detail = artifact.error["message"] if artifact.error else ""
+            rows.append((*base, detail[:60] or "-", "-", "-", "-"))
+        for index, metric in enumerate(artifact.outputs):
+            lead = base if index == 0 else ("", "", "")
+            rows.append((*lead, metric.name + ("" if metric.within_budget else "  <-- over budget"),
+                         _number(metric.max_abs), _number(metric.max_rel),
+                         _number(metric.cosine, ".6f")))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _number(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)

@@ -1,0 +1,203 @@
+"""Plain data that describes a conversion: inputs, targets, the source. Parsed once, here."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convertkit.errors import UsageError
+
+# Dynamic (named) dimensions are fed with this size for export examples and the check.
+# Not 1: torch.export specialises dimensions of size 0 and 1 to constants.
+DYNAMIC_DIM_CHECK_SIZE = 2
+
+DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(name)
+    for name in (
+        "float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool",
+    )
+}
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32",
+                  "double": "float64", "long": "int64", "int": "int32"}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+class Status(enum.StrEnum):
+    """Outcome of one artifact. Only PASS means a check ran and held."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    BUILT = "built"  # compiled, but nothing here can run it
+    PREPARED = "prepared"  # inputs for a toolchain that is not installed here
+    ERROR = "error"
+
+    def __bool__(self) -> bool:  # a status is never a truth value
+        raise TypeError("compare a Status with ==, it has no truth value")
+
+
+class Family(enum.StrEnum):
+    ONNX = "onnx"
+    CPU = "cpu"
+    GPU = "gpu"
+    NPU = "npu"
+
+
+class Precision(enum.StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+
+def parse_dtype(text: str) -> np.dtype:
+    name = _DTYPE_ALIASES.get(text.lower(), text.lower())
+    if name not in DTYPES:
+        raise UsageError(
+            f"unknown dtype {text!r}",
+            hint=f"use one of: {', '.join(DTYPES)}",
+            code="bad-input-spec",
+        )
+    return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, its dims (an int, or a name for a dynamic axis) and dtype."""
+
+    name: str
+    dims: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    @staticmethod
+    def parse(text: str) -> InputSpec:
+        """Parse NAME:DIMS[:DTYPE], DIMS as 1x3x224x224 or 1,3,224,224 (use commas when a
+        dynamic axis name contains an 'x'); an empty DIMS is a scalar."""
+        parts = text.split(":")
+        usage = ("write -i NAME:DIMS[:DTYPE], e.g. -i x:1x3x224x224:float32 "
+                 "or -i ids:batchx128:int64")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise UsageError(f"cannot read input spec {text!r}", hint=usage, code="bad-input-spec")
+        name, dims_text = parts[0], parts[1]
+        dtype = parse_dtype(parts[2]).name if len(parts) == 3 else "float32"
+        tokens = [] if dims_text in ("", "scalar") else re.split(r"[,x]" if "," not in dims_text
+                                                                   else ",", dims_text)
+        dims: list[int | str] = []
+        for token in tokens:
+            token = token.strip()
+            if token.isdigit():
+                dims.append(int(token))
+            elif _IDENTIFIER.match(token):
+                dims.append(token)
+            else:
+                raise UsageError(
+                    f"cannot read dimension {token!r} in input spec {text!r}",
+                    hint=usage + "; a dimension is a number or a name (dynamic axis)",
+                    code="bad-input-spec",
+                )
+        return InputSpec(name, tuple(dims), dtype)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(isinstance(d, str) for d in self.dims)
+
+    def check_shape(self) -> tuple[int, ...]:
+        """The concrete shape used for export examples and generated check inputs."""
+        return tuple(d if isinstance(d, int) else DYNAMIC_DIM_CHECK_SIZE for d in self.dims)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{'x'.join(str(d) for d in self.dims)}:{self.dtype}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dims": list(self.dims), "dtype": self.dtype}
+
+    @staticmethod
+    def from_dict(data: dict) -> InputSpec:
+        return InputSpec(data["name"], tuple(data["dims"]), data["dtype"])
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """FAMILY[:TOOLCHAIN][@DEVICE], e.g. cpu, cpu:ort, npu:rknn@rk3588."""
+
+    family: str
+    toolchain: str | None = None
+    device: str | None = None
+
+    @staticmethod
+    def parse(text: str) -> TargetSpec:
+        match = re.fullmatch(r"([a-z0-9_]+)(?::([a-z0-9_\-]+))?(?:@([A-Za-z0-9_.\-]+))?",
+                             text.strip().lower())
+        if not match:
+            raise UsageError(
+                f"cannot read target {text!r}",
+                hint="write FAMILY[:TOOLCHAIN][@DEVICE], e.g. cpu, cpu:ort, gpu:fp16, "
+                "npu:rknn@rk3588; `convertkit targets` lists them all",
+                code="bad-target",
+            )
+        return TargetSpec(*match.groups())
+
+    def __str__(self) -> str:
+        text = self.family
+        if self.toolchain:
+            text += f":{self.toolchain}"
+        if self.device:
+            text += f"@{self.device}"
+        return text
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """What the user named as SOURCE: a path, or FILE.py:NAME / package.module:NAME."""
+
+    text: str
+    path: Path | None  # the file or folder (the .py file for FILE.py:NAME)
+    module: str | None  # package.module for package.module:NAME
+    attribute: str | None  # NAME
+
+    @staticmethod
+    def parse(text: str) -> SourceRef:
+        head, sep, tail = text.rpartition(":")
+        if sep and tail and _IDENTIFIER.match(tail) and not Path(text).exists():
+            if head.endswith(".py"):
+                return SourceRef(text, Path(head), None, tail)
+            if _IDENTIFIER.match(head) and not Path(head).exists():
+                return SourceRef(text, None, head, tail)
+        return SourceRef(text, Path(text), None, None)
+
+    @property
+    def is_python_object(self) -> bool:
+        return self.attribute is not None
+
+    def validate(self) -> None:
+        """Raise a UsageError when a named file or folder is missing or unreadable."""
+        if self.path is None:
+            return
+        if not self.path.exists():
+            raise UsageError(
+                f"source not found: {self.path}",
+                hint="pass an existing model file or folder, or FILE.py:NAME / module:NAME",
+                code="source-not-found",
+            )
+        if self.path.is_file():
+            try:
+                with self.path.open("rb") as handle:
+                    handle.read(1)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read source {self.path}: {exc.strerror}",
+                    hint="check the file's permissions",
+                    code="source-unreadable",
+                ) from exc
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "path": str(self.path) if self.path else None,
+                "module": self.module, "attribute": self.attribute}
+
+    @staticmethod
+    def from_dict(data: dict) -> SourceRef:
+        return SourceRef(data["text"], Path(data["path"]) if data["path"] else None,
+                         data["module"], data["attribute"])
