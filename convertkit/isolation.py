@@ -34,13 +34,16 @@ def run_in_child(
     echo: bool = False,
     timeout_s: float | None = None,
     python: str = sys.executable,
+    log_shown_as: str | None = None,
 ) -> dict[str, Any]:
     """Call ``function`` ("package.module:name") with ``payload`` in a child interpreter.
 
     Returns the function's JSON result. A ConvertkitError raised in the child is raised
     again here with its class; a crash, sys.exit or timeout becomes a ConversionError that
-    names ``what`` was running and where its log is.
+    names ``what`` was running and where its log is (``log_shown_as``: how to name the
+    log to the user, when it will have moved by the time they read it).
     """
+    log_hint = f"the full output is in {log_shown_as or log_path}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="convertkit-child-") as scratch:
         payload_path = Path(scratch, "payload.json")
@@ -63,7 +66,7 @@ def run_in_child(
                 pump.join()
                 raise ConversionError(
                     f"{what} did not finish within {timeout_s:.0f} s and was stopped",
-                    hint=f"see {log_path}; raise the time limit if the model is just large",
+                    hint=f"{log_hint}; raise the time limit if the model is just large",
                     code="timeout",
                 ) from None
             pump.join()
@@ -71,10 +74,12 @@ def run_in_child(
             result = json.loads(result_path.read_text())
             if result["ok"]:
                 return result["value"]
-            raise ConvertkitError.from_dict(result["error"])
+            error = ConvertkitError.from_dict(result["error"])
+            error.hint = error.hint or log_hint
+            raise error
     raise ConversionError(
         f"{what} {_describe_exit(returncode)}{_last_line(log_path)}",
-        hint=f"the full output is in {log_path}; rerun with --debug to see it live",
+        hint=f"{log_hint}; rerun with --debug to see it live",
         code="child-crashed",
     )
 

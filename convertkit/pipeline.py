@@ -69,7 +69,8 @@ def convert(
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
             lowered = lower(framework, request, log_path=staging / LOG_FILE,
-                            echo=show_framework_output)
+                            echo=show_framework_output,
+                            log_shown_as=str(out_path / LOG_FILE))
             progress("validating the ONNX model")
             validate_and_infer(lowered.onnx_path, staging / HUB_MODEL)
             _remove_model(lowered.onnx_path)

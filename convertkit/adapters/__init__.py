@@ -111,13 +111,13 @@ class Adapter(Protocol):
 
 
 def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool = False,
-          timeout_s: float | None = None) -> Lowered:
+          timeout_s: float | None = None, log_shown_as: str | None = None) -> Lowered:
     """Run ``framework``'s adapter on ``request`` in a child process."""
     result = run_in_child(
         "convertkit.adapters:lower_in_child",
         {"framework": framework, "request": request.to_dict()},
         what=f"the {framework} export",
-        log_path=log_path, echo=echo, timeout_s=timeout_s,
+        log_path=log_path, echo=echo, timeout_s=timeout_s, log_shown_as=log_shown_as,
     )
     return Lowered.from_dict(result)
 

@@ -346,7 +346,7 @@ def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
     raise ConversionError(
         f"PyTorch could not export the model to ONNX. {summaries}",
         hint="an unsupported operator can often be replaced in the model's code, or try "
-        "another --opset; the full exporter output is in logs/export.log",
+        "another --opset; the exporters' full output is in logs/export.log",
         code="unsupported-op" if has_op else "export-failed",
     )
 

@@ -1,0 +1,62 @@
+"""Markers by folder (unit / integration), a guard that unit tests import no ML
+framework, and helpers to run the CLI the way a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FRAMEWORKS = ("torch", "tensorflow", "paddle", "mindspore")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        item.add_marker(pytest.mark.unit if parts[0] == "unit" else pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_import_no_framework(request: pytest.FixtureRequest):
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    before = {m for m in FRAMEWORKS if m in sys.modules}
+    yield
+    imported = [m for m in FRAMEWORKS if m in sys.modules and m not in before]
+    assert not imported, f"a unit test imported {imported}; move it to tests/integration"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    out: Path
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.out / "report.json").read_text())
+
+
+def run_cli(*args: str, out: Path | None = None, cwd: Path | None = None,
+            timeout_s: float = 600) -> CliResult:
+    """Run `python -m convertkit ARGS` in a subprocess, as a user would."""
+    command = [sys.executable, "-m", "convertkit", *args]
+    if out is not None:
+        command += ["-o", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd or ROOT, env=env,
+                          timeout=timeout_s)
+    return CliResult(done.returncode, done.stdout, done.stderr, out or Path())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
