@@ -40,7 +40,10 @@ class OnnxAdapter:
             reference = run_session(session, feeds)
         except ConversionError as exc:
             if request.inputs or request.data_path:
-                raise UsageError(exc.message, hint="check -i/--data against the model's inputs: "
+                given = ", ".join(f"{n}:{'x'.join(map(str, a.shape))}:{a.dtype}"
+                                  for n, a in feeds.items())
+                raise UsageError(f"the model rejects inputs {given}: {exc.message}",
+                                 hint="check -i/--data against the model's inputs: "
                                  + ", ".join(str(s) for s in info.input_specs()),
                                  code="shape-rejected") from exc
             raise

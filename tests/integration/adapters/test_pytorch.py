@@ -64,6 +64,7 @@ def test_hf_model_output_classifier(cli, tmp_path: Path) -> None:
 
 def test_torchscript_file(cli, tmp_path: Path) -> None:
     import torch
+
     from tests.models.torch_models import small_cnn
 
     scripted = torch.jit.trace(small_cnn().eval(), torch.randn(1, 3, 16, 16))
@@ -79,6 +80,7 @@ def test_torchscript_file(cli, tmp_path: Path) -> None:
 
 def test_exported_program_reads_its_own_input_shapes(cli, tmp_path: Path) -> None:
     import torch
+
     from tests.models.torch_models import small_cnn
 
     program = torch.export.export(small_cnn().eval(), (torch.randn(2, 3, 16, 16),))
@@ -93,6 +95,7 @@ def test_exported_program_reads_its_own_input_shapes(cli, tmp_path: Path) -> Non
 
 def test_factory_with_state_dict_weights(cli, tmp_path: Path) -> None:
     import torch
+
     from tests.models.torch_models import small_cnn
 
     trained = small_cnn()
@@ -174,6 +177,7 @@ def test_weights_that_do_not_fit_exit_2(cli, tmp_path: Path) -> None:
 
 def test_pickled_module_is_not_mistaken_for_torchscript(cli, tmp_path: Path) -> None:
     import torch
+
     from tests.models.torch_models import small_cnn
 
     torch.save(small_cnn().state_dict(), tmp_path / "model.pt")
