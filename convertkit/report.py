@@ -61,6 +61,8 @@ class Report:
     def exit_code(self) -> int:
         """0 all passed; else the first of 2, 4, 3, 1 that applies (DESIGN.md)."""
         codes = {e["exit_code"] for e in self._errors()}
+        if any(a.status == Status.ERROR and a.error is None for a in self.artifacts):
+            codes.add(3)
         if any(a.status == Status.FAIL for a in self.artifacts):
             codes.add(1)
         for code in (2, 4, 3, 1):

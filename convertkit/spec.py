@@ -83,8 +83,12 @@ class InputSpec:
             raise UsageError(f"cannot read input spec {text!r}", hint=usage, code="bad-input-spec")
         name, dims_text = parts[0], parts[1]
         dtype = parse_dtype(parts[2]).name if len(parts) == 3 else "float32"
-        tokens = [] if dims_text in ("", "scalar") else re.split(r"[,x]" if "," not in dims_text
-                                                                   else ",", dims_text)
+        if dims_text in ("", "scalar"):
+            tokens = []
+        elif "," in dims_text:
+            tokens = dims_text.removesuffix(",").split(",")  # "m:maxlen," is one dynamic dim
+        else:
+            tokens = dims_text.split("x")
         dims: list[int | str] = []
         for token in tokens:
             token = token.strip()
@@ -109,7 +113,12 @@ class InputSpec:
         return tuple(d if isinstance(d, int) else DYNAMIC_DIM_CHECK_SIZE for d in self.dims)
 
     def __str__(self) -> str:
-        return f"{self.name}:{'x'.join(str(d) for d in self.dims)}:{self.dtype}"
+        """The -i form, which parses back to this spec."""
+        if any(isinstance(d, str) and "x" in d for d in self.dims):
+            dims = ",".join(str(d) for d in self.dims) + ("," if len(self.dims) == 1 else "")
+        else:
+            dims = "x".join(str(d) for d in self.dims)
+        return f"{self.name}:{dims}:{self.dtype}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dims": list(self.dims), "dtype": self.dtype}

@@ -73,7 +73,7 @@ def generate_feeds(
         if dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
         elif np.issubdtype(dtype, np.integer):
-            high = limits.get(spec.name, DEFAULT_INTEGER_HIGH)
+            high = min(limits.get(spec.name, DEFAULT_INTEGER_HIGH), int(np.iinfo(dtype).max) + 1)
             feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
         else:
             feeds[spec.name] = rng.standard_normal(size=shape).astype(dtype)

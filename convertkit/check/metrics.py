@@ -43,18 +43,20 @@ def compare_output(name: str, actual: np.ndarray | None, expected: np.ndarray,
         return OutputMetrics(name, True, 0.0, 0.0, 1.0, None, 0.0, note="empty output")
     a = actual.astype(np.float64)
     b = expected.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
     both_nan = np.isnan(a) & np.isnan(b)
     same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
     agree = both_nan | same_inf
-    diff = np.where(agree, 0.0, np.abs(a - b))
-    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only is a full mismatch
-    magnitude = np.where(agree, 0.0, np.abs(b))
-    allowed = budget.atol + budget.rtol * magnitude
-    outside = diff > allowed
-    # The worst element is the one furthest beyond what the budget allows.
-    excess = np.where(np.isinf(diff), np.inf, diff - allowed)
-    worst = np.unravel_index(int(np.argmax(excess)), expected.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A NaN or Inf on one side only (or Infs of opposite sign) is a full mismatch.
+    nonfinite_mismatch = ~finite & ~agree
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(finite, np.abs(a - b), np.where(agree, 0.0, np.inf))
+        magnitude = np.where(finite, np.abs(b), 0.0)
+        allowed = budget.atol + budget.rtol * magnitude
+        outside = diff > allowed
+        # The worst element is the one furthest beyond what the budget allows.
+        excess = np.where(nonfinite_mismatch, np.inf, diff - allowed)
+        worst = np.unravel_index(int(np.argmax(excess)), expected.shape)
         rel = np.where(diff == 0, 0.0, diff / np.maximum(magnitude, np.finfo(np.float32).tiny))
     return OutputMetrics(
         name=name,
@@ -64,7 +66,8 @@ def compare_output(name: str, actual: np.ndarray | None, expected: np.ndarray,
         cosine=_cosine(a, b),
         worst_index=tuple(int(i) for i in worst),
         mismatch_fraction=float(outside.mean()),
-        note="NaN or Inf where the reference has none" if np.isinf(diff).any() else "",
+        note=(f"{int(nonfinite_mismatch.sum())} element(s) NaN or Inf on one side only"
+              if nonfinite_mismatch.any() else ""),
     )
 
 

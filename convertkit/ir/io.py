@@ -16,6 +16,9 @@ EXTERNAL_DATA_THRESHOLD_BYTES = PROTOBUF_LIMIT_BYTES - 64 * 2**20
 
 def load_model(path: Path, *, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, or raise a UsageError that says what is wrong with it."""
+    if not path.is_file():
+        raise UsageError(f"ONNX model not found: {path}", hint="pass an existing .onnx file",
+                         code="source-not-found")
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -24,9 +27,10 @@ def load_model(path: Path, *, load_external_data: bool = True) -> onnx.ModelProt
             hint="re-export the model, or check that the file was copied completely",
             code="corrupt-onnx",
         ) from exc
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
+        # onnx 1.17 reports a missing external data file as a ValidationError.
         raise UsageError(
-            f"{path}: external data file missing ({exc.filename})",
+            f"{path}: external data file missing ({_short(exc)})",
             hint="keep the model's external data files beside it",
             code="missing-external-data",
         ) from exc

@@ -1,0 +1,142 @@
+"""convertkit/isolation.py: one step in a child interpreter, JSON in and out."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from convertkit.config import CHILD_ENVIRONMENT
+from convertkit.errors import ConversionError, UsageError
+from convertkit.isolation import run_in_child
+
+ROOT = Path(__file__).resolve().parents[2]  # the child imports tests.unit.child_steps
+
+
+@pytest.fixture(autouse=True)
+def _child_can_import_child_steps(monkeypatch):
+    existing = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), existing])))
+
+
+def _run(function: str, payload: dict, log: Path, **options):
+    return run_in_child(f"tests.unit.child_steps:{function}", payload, what="the test step",
+                        log_path=log, **options)
+
+
+def test_returns_the_function_value(tmp_path):
+    value = _run("returns_value", {"numbers": [1, 2, 3]}, tmp_path / "log.txt")
+
+    assert value["doubled"] == [2, 4, 6]
+    assert value["pid"] != os.getpid()  # it really ran in another process
+
+
+def test_child_gets_the_parent_environment_plus_the_quiet_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVERTKIT_TEST_MARK", "from-parent")
+    names = ["CONVERTKIT_TEST_MARK", *CHILD_ENVIRONMENT]
+
+    value = _run("reads_environment", {"names": names}, tmp_path / "log.txt")
+
+    assert value == {"CONVERTKIT_TEST_MARK": "from-parent", **CHILD_ENVIRONMENT}
+
+
+def test_usage_error_is_raised_again_with_its_class(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        _run("raises_usage_error", {"option": "--bogus"}, tmp_path / "log.txt")
+
+    assert type(caught.value) is UsageError
+    assert caught.value.message == "bad option --bogus"
+    assert caught.value.hint == "fix the option"
+    assert caught.value.code == "bad-option"
+    assert caught.value.exit_code == 2
+
+
+def test_other_exceptions_become_a_conversion_error(tmp_path):
+    log = tmp_path / "log.txt"
+
+    with pytest.raises(ConversionError) as caught:
+        _run("raises_value_error", {}, log)
+
+    assert caught.value.message == "ValueError: something odd"
+    assert caught.value.exit_code == 3
+    assert "Traceback" in log.read_text()
+
+
+def test_sys_exit_becomes_a_conversion_error(tmp_path):
+    log = tmp_path / "log.txt"
+
+    with pytest.raises(ConversionError) as caught:
+        _run("calls_sys_exit", {}, log)
+
+    assert "sys.exit(3)" in caught.value.message
+    assert caught.value.code == "framework-exit"
+    assert "exporter giving up" in log.read_text()
+
+
+def test_a_hard_exit_names_the_status_and_the_last_line(tmp_path):
+    log = tmp_path / "log.txt"
+
+    with pytest.raises(ConversionError) as caught:
+        _run("exits_hard", {}, log)
+
+    assert caught.value.code == "child-crashed"
+    assert caught.value.message.startswith("the test step exited with status 5")
+    assert caught.value.message.endswith(": last words")
+    assert str(log) in caught.value.hint
+
+
+@pytest.mark.parametrize(("how", "signal_name"),
+                         [("abort", "SIGABRT"), ("SIGSEGV", "SIGSEGV"), ("SIGKILL", "SIGKILL")])
+def test_a_crash_names_the_signal(tmp_path, how, signal_name):
+    log = tmp_path / "log.txt"
+
+    with pytest.raises(ConversionError) as caught:
+        _run("crashes", {"how": how}, log)
+
+    assert caught.value.code == "child-crashed"
+    assert caught.value.exit_code == 3
+    assert f"crashed ({signal_name})" in caught.value.message
+    assert "about to crash" in caught.value.message
+    assert "about to crash" in log.read_text()
+
+
+def test_printed_output_lands_in_the_log_file(tmp_path):
+    log = tmp_path / "logs" / "step.log"
+
+    value = _run("prints", {}, log)
+
+    assert value == "done"
+    text = log.read_text()
+    assert "hello on stdout" in text
+    assert "hello on stderr" in text
+
+
+def test_the_log_is_appended_to(tmp_path):
+    log = tmp_path / "step.log"
+    log.write_text("earlier run\n")
+
+    _run("prints", {}, log)
+
+    assert log.read_text().startswith("earlier run\nhello on")
+
+
+def test_echo_copies_child_output_to_stderr(tmp_path, capsys):
+    _run("prints", {}, tmp_path / "log.txt", echo=True)
+
+    assert "hello on stdout" in capsys.readouterr().err
+
+
+def test_timeout_stops_the_child(tmp_path):
+    pid_file = tmp_path / "pid"
+    started = time.monotonic()
+
+    with pytest.raises(ConversionError) as caught:
+        _run("sleeps", {"pid_file": str(pid_file)}, tmp_path / "log.txt", timeout_s=2)
+
+    assert caught.value.code == "timeout"
+    assert "did not finish within 2 s" in caught.value.message
+    assert time.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # the child is gone
