@@ -46,14 +46,17 @@ def cli() -> None:
 @click.option("--weights", type=click.Path(), help="Weights to load into the model a "
               "FILE.py:NAME factory returns (a PyTorch state_dict).")
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset to export or convert to.")
+@click.option("--optimize/--no-optimize", default=True, show_default=True,
+              help="Constant folding, dead-node removal and standard fusions on the ONNX "
+              "model (checked like every artifact).")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance of the check.")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance of the check.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
 def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...],
             targets: tuple[str, ...], data: str | None, weights: str | None,
-            opset: int | None, atol: float | None, rtol: float | None, force: bool,
-            debug: bool) -> None:
+            opset: int | None, optimize: bool, atol: float | None, rtol: float | None,
+            force: bool, debug: bool) -> None:
     """Convert SOURCE for each target and check every artifact against SOURCE.
 
     SOURCE is a model file or folder (.onnx, TorchScript .pt, ExportedProgram .pt2), or
@@ -64,7 +67,7 @@ def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...
 
     report = run_conversion(
         source, out, framework=framework, inputs=inputs, targets=targets, data=data,
-        weights=weights, opset=opset, atol=atol, rtol=rtol, force=force,
+        weights=weights, opset=opset, optimize=optimize, atol=atol, rtol=rtol, force=force,
         show_framework_output=debug or is_debug(),
         progress=lambda message: click.echo(f"... {message}", err=True),
     )
@@ -81,10 +84,25 @@ def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...
 
 
 @cli.command()
-def targets() -> None:
+@click.option("--ops", "ops_of", metavar="TARGET",
+              help="Print the operator table of TARGET (domain, op, opset versions).")
+def targets(ops_of: str | None) -> None:
     """List every target convertkit knows and whether its runtime is installed here."""
-    from convertkit.registry import load_platforms
+    from convertkit.registry import load_platforms, resolve_target
+    from convertkit.spec import TargetSpec
 
+    if ops_of:
+        platform = resolve_target(TargetSpec.parse(ops_of))
+        requirements = platform.requirements
+        low, high = requirements.opset_range()
+        click.echo(f"{ops_of}: opsets {low}-{high}"
+                   + (", static shapes only" if requirements.static_shapes else ""))
+        click.echo(f"source: {requirements.ops.source}")
+        rows = requirements.ops.table()
+        width = max(len(op) for _, op, _ in rows)
+        for domain, op, versions in rows:
+            click.echo(f"{domain:<22} {op.ljust(width)}  {versions}")
+        return
     rows = []
     for name, platform in load_platforms().items():
         family = platform.family.value
@@ -96,6 +114,38 @@ def targets() -> None:
     width = max(len(r[0]) for r in rows)
     for label, state, description in rows:
         click.echo(f"{label.ljust(width)}  {state.ljust(9)}  {description}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-t", "--target", "targets", multiple=True, metavar="TARGET",
+              help="Give the verdict of these targets only (default: every known target).")
+@click.option("-f", "--framework", type=click.Choice(FRAMEWORKS),
+              help="Source framework (default: detected from SOURCE).")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
+              help="Input shapes: needed to lower PyTorch sources; concrete dims satisfy "
+              "targets that need static shapes.")
+@click.option("--weights", type=click.Path(), help="Weights for a FILE.py:NAME factory.")
+@click.option("--opset", type=click.IntRange(1, 30), help="Judge the model at this opset.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
+def inspect(source: str, targets: tuple[str, ...], framework: str | None,
+            inputs: tuple[str, ...], weights: str | None, opset: int | None, as_json: bool,
+            debug: bool) -> None:
+    """Describe an ONNX model (or any SOURCE, lowered first) and say which targets take it.
+
+    Exit 0 when every target accepts the model (possibly after preparation), 3 otherwise.
+    """
+    import json
+
+    from convertkit.inspection import format_inspection, inspect_model
+
+    inspection = inspect_model(source, targets=targets, framework=framework, inputs=inputs,
+                               weights=weights, opset=opset,
+                               show_framework_output=debug or is_debug())
+    click.echo(json.dumps(inspection.to_dict(), indent=2) if as_json
+               else format_inspection(inspection))
+    sys.exit(inspection.exit_code)
 
 
 def _print_error(message: str, hint: str) -> None:

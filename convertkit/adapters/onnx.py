@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import onnx
-
 from convertkit.adapters import Lowered, LowerRequest, make_check_feeds, merge_specs
 from convertkit.check.inputs import save_arrays
 from convertkit.errors import ConversionError, UsageError
-from convertkit.ir.info import default_opset, describe
+from convertkit.ir.info import describe
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.spec import SourceRef
@@ -23,12 +21,8 @@ class OnnxAdapter:
 
     def lower(self, request: LowerRequest) -> Lowered:
         assert request.source.path is not None
+        # --opset is applied on the hub, for every source alike.
         model = load_model(request.source.path)
-        notes = []
-        source_opset = default_opset(model)
-        if request.opset is not None and request.opset != source_opset:
-            model = _convert_opset(model, source_opset, request.opset)
-            notes.append(f"opset converted from {source_opset} to {request.opset}")
         save_model(model, request.export_path)
         info = describe(model)
         specs = merge_specs(info.input_specs(), request.inputs, "the ONNX model")
@@ -52,19 +46,6 @@ class OnnxAdapter:
         return Lowered(
             framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
             reference_path=request.reference_path, exporter="none (ONNX source)",
-            inputs=tuple(specs), output_names=tuple(reference), notes=tuple(notes),
+            inputs=tuple(specs), output_names=tuple(reference),
         )
 
-
-def _convert_opset(model: onnx.ModelProto, source: int, target: int) -> onnx.ModelProto:
-    from onnx import version_converter
-
-    try:
-        return version_converter.convert_version(model, target)
-    except Exception as exc:  # the converter raises bare RuntimeErrors naming the op
-        raise ConversionError(
-            f"cannot convert the model from opset {source} to {target}: "
-            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc}",
-            hint=f"drop --opset to keep opset {source}, or pick an opset closer to it",
-            code="opset-conversion-failed",
-        ) from exc

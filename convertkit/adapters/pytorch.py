@@ -328,6 +328,9 @@ def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
     attempts = [("dynamo", _export_dynamo), ("torchscript", _export_torchscript)]
     if loaded.kind == "exported-program":
         attempts = attempts[:1]  # an ExportedProgram is already a dynamo graph
+    elif loaded.kind == "torchscript":
+        attempts = attempts[1:]
+        failures["dynamo"] = ConversionError("it cannot export TorchScript modules")
     for label, export in attempts:
         try:
             export(loaded, example, specs, output_names, request, torch)
@@ -336,6 +339,15 @@ def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
             request.export_path.unlink(missing_ok=True)
             continue
         _check_output_count(request.export_path, output_names, label)
+        written = _written_opset(request.export_path)
+        if request.opset is not None and written != request.opset and label == "dynamo" \
+                and len(attempts) > 1:
+            # The dynamo exporter writes opset 18 at least; below that the TorchScript
+            # exporter lowers ops (LayerNormalization...) that older opsets lack.
+            failures[label] = ConversionError(
+                f"it wrote opset {written}, not the requested {request.opset}")
+            request.export_path.unlink(missing_ok=True)
+            continue
         notes = [f"{other} exporter not used: {_summarise(error)}"
                  for other, error in failures.items()]
         if not failures and len(attempts) > 1:
@@ -394,11 +406,32 @@ def _export_torchscript(loaded, example, specs, output_names, request, torch) ->
         spec.name: {axis: dim for axis, dim in enumerate(spec.dims) if isinstance(dim, str)}
         for spec in specs if spec.is_dynamic
     }
+    module = loaded.module
+    if loaded.kind == "module" and loaded.parameter_names:
+        module = _keyword_call(loaded.module, list(example), torch)
+    elif loaded.parameter_names:  # TorchScript: positional, in forward's order
+        example = {name: example[name] for name in loaded.parameter_names if name in example}
     torch.onnx.export(
-        loaded.module, tuple(example.values()), str(request.export_path), dynamo=False,
+        module, tuple(example.values()), str(request.export_path), dynamo=False,
         input_names=list(example), output_names=output_names,
         dynamic_axes=dynamic_axes or None, opset_version=request.opset or 18,
     )
+
+
+def _keyword_call(module, names: list[str], torch):
+    """Wrap ``module`` so that positional inputs reach forward as keywords. The TorchScript
+    exporter mishandles keyword inputs (transformers' BertModel: "got multiple values for
+    argument 'use_cache'"), and positional order need not match forward's."""
+
+    class KeywordCall(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args, strict=True)))
+
+    return KeywordCall().eval()
 
 
 def _check_output_count(path: Path, output_names: list[str], label: str) -> None:
@@ -413,6 +446,14 @@ def _check_output_count(path: Path, output_names: list[str], label: str) -> None
             "tensors only from forward",
             code="output-mismatch",
         )
+
+
+def _written_opset(path: Path) -> int:
+    import onnx
+
+    from convertkit.ir.info import default_opset
+
+    return default_opset(onnx.load(str(path), load_external_data=False))
 
 
 def _dim_name(name: str) -> str:
@@ -430,6 +471,8 @@ def _summarise(exc: BaseException) -> str:
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__
+    if isinstance(root, ConversionError):  # convertkit's own reason, already readable
+        return root.message
     for text in texts:
         match = _OPERATOR.search(text)
         if match:

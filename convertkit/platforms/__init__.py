@@ -4,15 +4,17 @@ artifact can run on this machine."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
+import onnx
 
 from convertkit.ir.info import OnnxInfo
-from convertkit.spec import Family, Precision, TargetSpec
+from convertkit.ir.preflight import Preflight, Requirements, preflight
+from convertkit.spec import Family, InputSpec, Precision, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,6 @@ class Problem:
     """One reason a platform cannot take a model as it is."""
 
     message: str
-    fixable: bool = False  # preparation (opset conversion, fixing shapes) will take care of it
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,30 @@ class Platform(Protocol):
     family: ClassVar[Family]
     is_family_default: ClassVar[bool]  # what `-t FAMILY` alone picks
     description: ClassVar[str]
+    requirements: ClassVar[Requirements]  # what it accepts: opsets, ops, shapes, dtypes
 
     @classmethod
     def is_available(cls) -> bool:
         """Whether this platform's runtime or toolchain is installed, without importing it."""
         ...
 
-    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]: ...
+    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
+        """Problems beyond ``requirements`` (a device name it does not know...)."""
+        ...
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path) -> Artifact: ...
 
     def open(self, artifact: Artifact) -> Runner | None:
         """A runner for the check, or None when the artifact cannot run here."""
         ...
+
+
+def plan_target(platform: Platform, target: TargetSpec, model: onnx.ModelProto, info: OnnxInfo,
+                inputs: Sequence[InputSpec] = (), opset: int | None = None) -> Preflight:
+    """The target's verdict on ``model``: its declared requirements, then its own checks."""
+    plan = preflight(model, info, platform.requirements, opset=opset, inputs=inputs)
+    extra = tuple(problem.message for problem in platform.preflight(info, target))
+    return replace(plan, problems=plan.problems + extra) if extra else plan
 
 
 def is_installed(module: str) -> bool:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, stored_bytes
+from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, session_options
 from convertkit.platforms import Artifact, Problem, is_installed
 from convertkit.platforms.ort_runner import OrtRunner
@@ -24,6 +25,10 @@ class OrtCpuPlatform:
     family: ClassVar[Family] = Family.CPU
     is_family_default: ClassVar[bool] = True
     description: ClassVar[str] = "ONNX Runtime, graph optimisations applied offline (fp32)"
+    # ONNX Runtime reads models from opset 7 on (onnxruntime.ai/docs/reference/compatibility).
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=OrtKernelOps("CPUExecutionProvider"), min_opset=7,
+        source="ONNX Runtime's CPU kernel registry and its compatibility page")
 
     @classmethod
     def is_available(cls) -> bool:

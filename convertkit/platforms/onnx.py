@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from convertkit.ir.info import OnnxInfo
+from convertkit.ir.preflight import OnnxSchemaOps, Requirements
 from convertkit.platforms import Artifact, Problem, is_installed
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
@@ -17,6 +18,9 @@ class OnnxPlatform:
     family: ClassVar[Family] = Family.ONNX
     is_family_default: ClassVar[bool] = True
     description: ClassVar[str] = "the validated, shape-inferred ONNX model (always built)"
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=OnnxSchemaOps(), min_opset=1,
+        source="the ONNX specification, as the installed onnx package defines it")
 
     @classmethod
     def is_available(cls) -> bool:

@@ -1,0 +1,122 @@
+"""`convertkit inspect`: what an ONNX model holds and which targets would take it."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from convertkit.errors import UsageError
+from convertkit.ir.info import OnnxInfo, describe
+from convertkit.ir.io import load_model
+from convertkit.ir.preflight import Preflight, Verdict
+from convertkit.platforms import plan_target
+from convertkit.spec import InputSpec, SourceRef, TargetSpec
+
+
+@dataclass(frozen=True)
+class Inspection:
+    model: str  # the ONNX model inspected (for other sources: "lowered from SOURCE")
+    info: OnnxInfo
+    verdicts: dict[str, Preflight]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every target takes the model (after preparation or not), else 3."""
+        rejected = any(v.verdict == Verdict.REJECTED for v in self.verdicts.values())
+        return 3 if rejected else 0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, **self.info.to_dict(),
+                "targets": {name: v.to_dict() for name, v in self.verdicts.items()},
+                "exit_code": self.exit_code}
+
+
+def inspect_model(
+    source: str,
+    *,
+    targets: Sequence[str] = (),
+    framework: str | None = None,
+    inputs: Sequence[str] = (),
+    weights: str | None = None,
+    opset: int | None = None,
+    show_framework_output: bool = False,
+) -> Inspection:
+    """Describe ``source`` and give every target's preflight verdict (every known target
+    when ``targets`` is empty). A non-ONNX source is lowered to ONNX first."""
+    from convertkit.pipeline import detect_framework, resolve_targets
+    from convertkit.registry import load_platforms
+
+    source_ref = SourceRef.parse(source)
+    source_ref.validate()
+    specs = [InputSpec.parse(text) for text in inputs]
+    requested = [TargetSpec.parse(t) for t in targets] or [
+        TargetSpec(p.family.value, None if p.name == p.family.value else p.name)
+        for p in load_platforms().values()]
+    platforms = resolve_targets(requested)
+    if targets and TargetSpec("onnx") not in requested:
+        platforms.pop(TargetSpec("onnx"))  # convert always builds it; inspect shows what's asked
+    framework = framework or detect_framework(source_ref)
+    with tempfile.TemporaryDirectory(prefix="convertkit-inspect-") as scratch:
+        if framework == "onnx":
+            assert source_ref.path is not None
+            model_path, label = source_ref.path, str(source_ref.path)
+        else:
+            model_path = _lower(framework, source_ref, specs, weights, opset, Path(scratch),
+                                show_framework_output)
+            label = f"{source} (lowered by the {framework} adapter)"
+        model = load_model(model_path, load_external_data=False)
+        info = describe(model)
+        verdicts = {str(target): plan_target(platform(), target, model, info, specs, opset)
+                    for target, platform in platforms.items()}
+    return Inspection(label, info, verdicts)
+
+
+def _lower(framework: str, source: SourceRef, specs: list[InputSpec], weights: str | None,
+           opset: int | None, scratch: Path, echo: bool) -> Path:
+    from convertkit.adapters import LowerRequest, lower
+    from convertkit.ir.validate import validate_and_infer
+
+    weights_path = Path(weights) if weights else None
+    if weights_path is not None and not weights_path.is_file():
+        raise UsageError(f"--weights file not found: {weights_path}",
+                         hint="pass an existing --weights file", code="file-not-found")
+    request = LowerRequest(source, tuple(specs), scratch / "work", None, weights_path, opset)
+    lowered = lower(framework, request, log_path=scratch / "export.log", echo=echo)
+    validate_and_infer(lowered.onnx_path, scratch / "model.onnx")
+    return scratch / "model.onnx"
+
+
+def format_inspection(inspection: Inspection) -> str:
+    info = inspection.info
+    lines = [inspection.model,
+             f"  opset {info.opset} (" + ", ".join(f"{d} {v}" for d, v in info.opsets.items())
+             + f"), IR version {info.ir_version}"]
+    for label, tensors in (("inputs", info.inputs), ("outputs", info.outputs)):
+        lines.append(f"  {label}:")
+        width = max((len(t.name) for t in tensors), default=0)
+        lines += [f"    {t.name.ljust(width)}  {t.dtype:<8} [{', '.join(map(str, t.dims))}]"
+                  for t in tensors]
+    lines.append(f"  parameters: {info.parameter_count:,} ({_size(info.parameter_bytes)})"
+                 + (f", external data: {', '.join(info.external_files)}"
+                    if info.external_files else ""))
+    total = sum(op.count for op in info.ops)
+    lines.append(f"  ops: {total} nodes of {len(info.ops)} types")
+    lines += [f"    {(op.domain + '::' if op.domain else '') + op.op_type:<28} {op.count}"
+              for op in info.ops]
+    lines.append("targets:")
+    width = max((len(name) for name in inspection.verdicts), default=0)
+    for name, plan in inspection.verdicts.items():
+        lines.append(f"  {name.ljust(width)}  {plan.verdict.value}")
+        lines += [f"  {' ' * width}    will {change}" for change in plan.changes]
+        lines += [f"  {' ' * width}    - {problem}" for problem in plan.problems]
+    return "\n".join(lines)
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"

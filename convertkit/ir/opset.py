@@ -1,0 +1,124 @@
+"""Opset conversion, up and down, with the ops that cannot make the trip named first."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import defs
+
+from convertkit.errors import ConversionError
+from convertkit.ir.info import default_opset, iter_nodes
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def newest_known_opset() -> int:
+    """The newest default-domain opset the installed onnx package can check and convert."""
+    return defs.onnx_opset_version()
+
+
+def inexpressible_ops(model: onnx.ModelProto, target: int) -> list[str]:
+    """Default-domain ops of ``model`` that have no definition at opset ``target``, as
+    readable reasons ("LayerNormalization: first defined in opset 17")."""
+    reasons = {}
+    for node in iter_nodes(model.graph):
+        if node.domain not in DEFAULT_DOMAINS or node.op_type in reasons:
+            continue
+        try:
+            schema = defs.get_schema(node.op_type, target, "")
+        except defs.SchemaError:
+            first = _first_version(node.op_type)
+            reasons[node.op_type] = (f"{node.op_type}: first defined in opset {first}"
+                                     if first else f"{node.op_type}: not an ONNX operator")
+            continue
+        if schema.deprecated:
+            reasons[node.op_type] = f"{node.op_type}: deprecated at opset {schema.since_version}"
+    return sorted(reasons.values())
+
+
+def _first_version(op_type: str) -> int | None:
+    versions = [s.since_version for s in defs.get_all_schemas_with_history()
+                if s.name == op_type and s.domain == ""]
+    return min(versions) if versions else None
+
+
+def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """``model`` at default-domain opset ``target``; a ConversionError names the ops that
+    cannot be expressed there, or the converter's own complaint."""
+    source = default_opset(model)
+    if source == target:
+        return model
+    if target > newest_known_opset():
+        raise ConversionError(
+            f"opset {target} is newer than this onnx package knows ({newest_known_opset()})",
+            hint=f"pick --opset {newest_known_opset()} or lower", code="opset-too-new")
+    blocked = inexpressible_ops(model, target)
+    if blocked:
+        raise ConversionError(
+            f"cannot convert from opset {source} to {target}: " + "; ".join(blocked),
+            hint=f"keep opset {source}, or pick an opset where these ops exist",
+            code="opset-conversion-failed")
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as exc:  # the converter raises bare RuntimeErrors naming the op
+        if target < source:
+            # onnx's converter lacks many down-adapters, even where a newer version only
+            # widened the types (Relu 14 -> 13). Relabel when every node fits the older
+            # schema as it is; the numerical check then judges the result.
+            return _relabel_down(model, source, target, exc)
+        raise _conversion_failed(source, target, exc) from exc
+    _forget_intermediate_types(converted)
+    return converted
+
+
+def _relabel_down(model: onnx.ModelProto, source: int, target: int,
+                  converter_error: Exception) -> onnx.ModelProto:
+    misfits = set()
+    for node in iter_nodes(model.graph):
+        if node.domain not in DEFAULT_DOMAINS:
+            continue
+        old = defs.get_schema(node.op_type, target, "")
+        if old.since_version == defs.get_schema(node.op_type, source, "").since_version:
+            continue
+        fits = ({a.name for a in node.attribute} <= set(old.attributes)
+                and old.min_input <= len(node.input) <= old.max_input
+                and old.min_output <= len(node.output) <= old.max_output)
+        if not fits:
+            misfits.add(node.op_type)
+    if misfits:
+        raise ConversionError(
+            f"cannot convert from opset {source} to {target}: onnx's converter failed "
+            f"({_first_line(converter_error)}) and these ops changed their inputs or "
+            f"attributes in between: {', '.join(sorted(misfits))}",
+            hint=f"keep opset {source}, or pick an opset closer to it",
+            code="opset-conversion-failed")
+    relabelled = onnx.ModelProto()
+    relabelled.CopyFrom(model)
+    for entry in relabelled.opset_import:
+        if entry.domain in DEFAULT_DOMAINS:
+            entry.version = target
+    _forget_intermediate_types(relabelled)
+    try:
+        onnx.checker.check_model(relabelled, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise _conversion_failed(source, target, exc) from exc
+    return relabelled
+
+
+def _forget_intermediate_types(model: onnx.ModelProto) -> None:
+    """Drop recorded intermediate types: they may belong to the old opset (Dropout's mask
+    was float before opset 12, bool after) and shape inference records them anew."""
+    del model.graph.value_info[:]
+
+
+def _conversion_failed(source: int, target: int, exc: Exception) -> ConversionError:
+    return ConversionError(
+        f"cannot convert from opset {source} to {target}: {_first_line(exc)}",
+        hint=f"keep opset {source}, or pick an opset closer to it",
+        code="opset-conversion-failed")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,165 @@
+"""The ONNX hub inside `convert`: optimisation, opset conversion, shape fixing, big models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import convertkit
+from convertkit.ir import optimize as optimize_module
+from convertkit.ir.preflight import OrtKernelOps, Requirements
+from convertkit.platforms.cpu import OrtCpuPlatform
+
+LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
+
+
+def test_optimisation_drops_nodes_and_is_checked(cli, tmp_path: Path) -> None:
+    result = cli("convert", str(LIGHT_MODELS / "light_squeezenet.onnx"), out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    optimization = result.report["source"]["onnx"]["optimization"]
+    assert optimization["nodes_after"] < optimization["nodes_before"] == 105
+    hub = onnx.load(str(tmp_path / "out/onnx/model.onnx"))
+    assert len(hub.graph.node) == optimization["nodes_after"]
+    assert result.report["artifacts"][0]["status"] == "pass"
+
+
+def test_no_optimize_keeps_the_exported_graph(cli, tmp_path: Path) -> None:
+    result = cli("convert", str(LIGHT_MODELS / "light_squeezenet.onnx"), "--no-optimize",
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.report["source"]["onnx"]["optimization"] is None
+    assert len(onnx.load(str(tmp_path / "out/onnx/model.onnx")).graph.node) == 105
+
+
+def _scale_first_initializer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A broken 'optimisation': doubles the largest weight."""
+    largest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 2, largest.name))
+    return model
+
+
+def test_an_optimisation_that_changes_results_is_a_failed_check(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    monkeypatch.setattr(optimize_module, "PASSES",
+                        [*optimize_module.PASSES, ("broken test pass", _scale_first_initializer)])
+
+    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out")
+
+    assert report.exit_code == 1
+    onnx_artifact = report.artifacts[0]
+    assert onnx_artifact.status == "fail"
+    assert any("graph optimisation changed the results" in n for n in onnx_artifact.notes)
+
+
+def test_opset_down_conversion_of_a_real_model_is_checked(cli, tmp_path: Path) -> None:
+    up = cli("convert", str(LIGHT_MODELS / "light_inception_v1.onnx"), "--opset", "17",
+             "--no-optimize", out=tmp_path / "at17")
+    at17 = tmp_path / "model17.onnx"
+    shutil.copy(tmp_path / "at17/onnx/model.onnx", at17)
+
+    down = cli("convert", str(at17), "--opset", "13", "-t", "cpu", out=tmp_path / "at13")
+
+    assert up.exit_code == 0, up.stderr
+    assert up.report["source"]["onnx"]["opset"] == 17
+    assert down.exit_code == 0, down.stderr
+    assert down.report["source"]["onnx"]["opset"] == 13
+    assert "opset converted from 17 to 13" in down.report["source"]["notes"]
+    assert [a["status"] for a in down.report["artifacts"]] == ["pass", "pass"]
+
+
+class StaticOpset13Cpu(OrtCpuPlatform):
+    """Stands for an NPU toolchain's demands (static shapes, an old opset) while running
+    on ONNX Runtime, so the prepared model is really checked."""
+
+    name: ClassVar[str] = "static13"
+    is_family_default: ClassVar[bool] = False
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=OrtKernelOps(), max_opset=13, static_shapes=True, source="test")
+
+
+def _dynamic_cnn(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])],
+        "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 8, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _use_static_platform(monkeypatch) -> None:
+    import convertkit.pipeline as pipeline
+
+    real = pipeline.resolve_target
+    monkeypatch.setattr(pipeline, "resolve_target",
+                        lambda t: StaticOpset13Cpu if t.toolchain == "static13" else real(t))
+
+
+def test_static_shape_target_gets_a_fixed_and_converted_model(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    _use_static_platform(monkeypatch)
+
+    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
+                                inputs=["x:2x3x8x8"], targets=["cpu:static13"])
+
+    assert report.exit_code == 0
+    artifact = report.artifacts[1]
+    assert artifact.status == "pass"
+    assert "prepared: convert opset 17 -> 13" in artifact.notes
+    assert any(n.startswith("prepared: fix dynamic input dims") for n in artifact.notes)
+    prepared = onnx.load(str(tmp_path / "out/cpu-static13/prepared.onnx"))
+    assert prepared.opset_import[0].version == 13
+    assert [d.dim_value for d in prepared.graph.input[0].type.tensor_type.shape.dim] == [
+        2, 3, 8, 8]
+
+
+def test_static_shape_target_without_concrete_dims_is_rejected(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    _use_static_platform(monkeypatch)
+
+    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
+                                targets=["cpu:static13"])
+
+    assert report.exit_code == 3
+    assert "needs static shapes: pass -i x:" in report.artifacts[1].error["message"]
+
+
+BIG_ROWS = 524_800  # x 1024 float32 = 2.15 GB, past protobuf's 2 GB limit
+
+
+@pytest.mark.slow
+def test_model_over_2gb_keeps_external_data_at_every_step(cli, tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    if free < 16 * 2**30:
+        pytest.skip(f"needs 16 GB free disk for a 2.15 GB model and its copies, has "
+                    f"{free / 2**30:.1f} GB")
+    table = np.ones((BIG_ROWS, 1024), dtype=np.float32)
+    table[:, 0] = np.arange(BIG_ROWS, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "big",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [4, 1024])],
+        [numpy_helper.from_array(table, "table")])
+    del table
+    source = tmp_path / "big.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    str(source), save_as_external_data=True, location="big.onnx.data")
+
+    result = cli("convert", str(source), "-t", "cpu", out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    for folder in ("onnx", "cpu-ort"):
+        assert (tmp_path / f"out/{folder}/model.onnx.data").stat().st_size > 2**31
+        assert (tmp_path / f"out/{folder}/model.onnx").stat().st_size < 2**20
+    ids = np.load(tmp_path / "out/check/inputs.npz")["ids"]
+    assert ids.max() > 1000  # drawn from the whole table
