@@ -107,12 +107,16 @@ def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
 
 
 def _parameters(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and Constant values of ``graph`` and of its subgraphs."""
     yield from graph.initializer
     for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    yield attribute.t
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name == "value":
+                yield attribute.t
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _parameters(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _parameters(subgraph)
 
 
 def _itemsize(data_type: int) -> int:

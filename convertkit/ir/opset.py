@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx
 from onnx import defs
 
@@ -72,19 +74,27 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     return converted
 
 
+# Ops whose meaning changed between versions while their inputs and attributes did not.
+# Softmax-family before 13 flattens the input to 2-D from `axis` (default 1); from 13 on
+# it works along `axis` (default -1). The two agree when axis is the last one.
+_SOFTMAX_FAMILY = {"Softmax", "LogSoftmax", "Hardmax"}
+# GridSample 20 renamed its modes ("bilinear" -> "linear", "bicubic" -> "cubic").
+_CHANGED_MEANING = {"GridSample": 20}
+
+
 def _relabel_down(model: onnx.ModelProto, source: int, target: int,
                   converter_error: Exception) -> onnx.ModelProto:
+    relabelled = onnx.ModelProto()
+    relabelled.CopyFrom(model)
     misfits = set()
-    for node in iter_nodes(model.graph):
+    for node in iter_nodes(relabelled.graph):
         if node.domain not in DEFAULT_DOMAINS:
             continue
         old = defs.get_schema(node.op_type, target, "")
-        if old.since_version == defs.get_schema(node.op_type, source, "").since_version:
+        new = defs.get_schema(node.op_type, source, "")
+        if old.since_version == new.since_version:
             continue
-        fits = ({a.name for a in node.attribute} <= set(old.attributes)
-                and old.min_input <= len(node.input) <= old.max_input
-                and old.min_output <= len(node.output) <= old.max_output)
-        if not fits:
+        if not _fits_older_schema(node, old, new, target):
             misfits.add(node.op_type)
     if misfits:
         raise ConversionError(
@@ -93,8 +103,6 @@ def _relabel_down(model: onnx.ModelProto, source: int, target: int,
             f"attributes in between: {', '.join(sorted(misfits))}",
             hint=f"keep opset {source}, or pick an opset closer to it",
             code="opset-conversion-failed")
-    relabelled = onnx.ModelProto()
-    relabelled.CopyFrom(model)
     for entry in relabelled.opset_import:
         if entry.domain in DEFAULT_DOMAINS:
             entry.version = target
@@ -104,6 +112,29 @@ def _relabel_down(model: onnx.ModelProto, source: int, target: int,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _conversion_failed(source, target, exc) from exc
     return relabelled
+
+
+def _fits_older_schema(node: onnx.NodeProto, old: defs.OpSchema, new: defs.OpSchema,
+                       target: int) -> bool:
+    """Whether ``node`` means the same under ``old`` as under ``new``. Attributes the node
+    leaves unset are written out with the newer default when the older one differs."""
+    if not ({a.name for a in node.attribute} <= set(old.attributes)
+            and old.min_input <= len(node.input) <= old.max_input
+            and old.min_output <= len(node.output) <= old.max_output):
+        return False
+    if target < _CHANGED_MEANING.get(node.op_type, 0):
+        return False
+    present = {a.name for a in node.attribute}
+    for name, attribute in new.attributes.items():
+        if name in present or not attribute.default_value.name:
+            continue
+        if name in old.attributes and \
+                old.attributes[name].default_value != attribute.default_value:
+            node.attribute.append(attribute.default_value)
+    if node.op_type in _SOFTMAX_FAMILY and target < 13:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        return axis == -1
+    return True
 
 
 def _forget_intermediate_types(model: onnx.ModelProto) -> None:
@@ -121,4 +152,8 @@ def _conversion_failed(source: int, target: int, exc: Exception) -> ConversionEr
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    # Drop the C++ source location the converter puts first ("...BaseConverter.h:73:
+    # adapter_lookup: Assertion `false` failed: No Adapter From Version $14 for Relu").
+    return re.sub(r"^.*?failed: ", "", text[0])[:200]

@@ -111,12 +111,17 @@ def preflight(model: onnx.ModelProto, info: OnnxInfo, requirements: Requirements
     if requirements.static_shapes and info.dynamic_inputs:
         given = {s.name: s for s in inputs if not s.is_dynamic}
         missing = [t for t in info.dynamic_inputs if t.name not in given]
+        for tensor in info.dynamic_inputs:
+            spec = given.get(tensor.name)
+            if spec is not None and not _shape_agrees(tensor.dims, spec.dims):
+                problems.append(f"-i {spec} does not fit input {tensor.name} "
+                                f"({'x'.join(map(str, tensor.dims))})")
         if missing:
             for tensor in missing:
                 dims = "x".join(str(d) for d in tensor.dims)
                 problems.append(f"input {tensor.name} has dynamic dims ({dims}) and the target "
                                 f"needs static shapes: pass -i {tensor.name}:<numbers>")
-        else:
+        elif not problems:
             fix_shapes = True
             changes.append("fix dynamic input dims from -i: " + ", ".join(
                 f"{t.name} -> {'x'.join(map(str, given[t.name].dims))}"
@@ -128,6 +133,11 @@ def preflight(model: onnx.ModelProto, info: OnnxInfo, requirements: Requirements
                 problems.append(f"{tensor.name} has element type {tensor.dtype}; the target "
                                 f"takes {', '.join(sorted(requirements.dtypes))}")
     return Preflight(tuple(changes), tuple(problems), target_opset, fix_shapes)
+
+
+def _shape_agrees(model_dims: tuple, spec_dims: tuple) -> bool:
+    return len(model_dims) == len(spec_dims) and all(
+        isinstance(m, str) or m == s for m, s in zip(model_dims, spec_dims, strict=True))
 
 
 @dataclass(frozen=True)

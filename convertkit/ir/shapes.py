@@ -12,7 +12,7 @@ from convertkit.spec import InputSpec
 
 def fix_input_shapes(model: onnx.ModelProto, specs: Sequence[InputSpec]) -> list[str]:
     """Set every dynamic input dimension of ``model`` (in place) from ``specs``, then
-    re-infer shapes. Returns one line per fixed input ("x: batch -> 1")."""
+    re-infer shapes. Returns one line per fixed input ("x: batch->1")."""
     by_name = {s.name: s for s in specs}
     changes = []
     for value in model.graph.input:
@@ -20,10 +20,13 @@ def fix_input_shapes(model: onnx.ModelProto, specs: Sequence[InputSpec]) -> list
         dims = value.type.tensor_type.shape.dim
         if spec is None or not any(not d.HasField("dim_value") for d in dims):
             continue
-        if len(spec.dims) != len(dims) or spec.is_dynamic:
+        contradicts = len(spec.dims) == len(dims) and any(
+            d.HasField("dim_value") and d.dim_value != size for d, size in zip(dims, spec.dims,
+                                                                              strict=True))
+        if len(spec.dims) != len(dims) or spec.is_dynamic or contradicts:
             raise UsageError(
                 f"cannot fix the shape of input {value.name}: -i {spec} is not a concrete "
-                f"shape of rank {len(dims)}",
+                f"shape of rank {len(dims)} that agrees with its fixed dims",
                 hint=f"pass -i {value.name}:" + "x".join(["N"] * len(dims)) + " with numbers",
                 code="bad-input-spec")
         fixed = []
