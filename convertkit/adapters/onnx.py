@@ -22,8 +22,8 @@ class OnnxAdapter:
     def lower(self, request: LowerRequest) -> Lowered:
         assert request.source.path is not None
         # --opset is applied on the hub, for every source alike.
-        model = load_model(request.source.path)
-        save_model(model, request.export_path)
+        model = load_model(request.source.path, load_external_data=False)
+        save_model(model, request.export_path, external_from=request.source.path.parent)
         info = describe(model)
         specs = merge_specs(info.input_specs(), request.inputs, "the ONNX model")
         feeds = make_check_feeds(request, specs, request.export_path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convertkit.ir.info import default_opset
-from convertkit.ir.io import load_model, save_model
+from convertkit.ir.io import external_locations, load_model, save_model
 from convertkit.ir.opset import convert_opset
 from convertkit.ir.optimize import OptimizationRecord, optimize
 from convertkit.ir.validate import validate_and_infer
@@ -26,25 +26,33 @@ class HubRecord:
 
 def build_hub(exported: Path, hub: Path, *, opset: int | None = None,
               optimize_graph: bool = True) -> HubRecord:
-    """``exported`` (already validated) becomes ``hub``; every step's result is validated
-    again, so a pass that writes an invalid model stops here."""
-    model = load_model(exported)
+    """``exported`` (already validated, in convertkit's scratch folder) becomes ``hub``;
+    every step's result is validated again, so a pass that writes an invalid model stops
+    here. Weights kept in external data (models over 2 GB) stay on disk throughout."""
+    model = load_model(exported, load_external_data=False)
+    external = bool(external_locations(model))
     notes = []
     source_opset = default_opset(model)
+    changed = False
     if opset is not None and opset != source_opset:
         model = convert_opset(model, opset)
         notes.append(f"opset converted from {source_opset} to {opset}")
+        changed = True
     record = None
-    if optimize_graph:
+    if optimize_graph and external:
+        notes.append("optimisation skipped: the weights are in external data (over 2 GB) "
+                     "and optimising would hold them all in memory")
+    elif optimize_graph:
         model, record = optimize(model)
         notes.append(f"optimised: {record.nodes_before} -> {record.nodes_after} nodes")
-    if not notes:
-        save_model(model, hub)
-        return HubRecord((), None)
+        changed = True
+    if not changed:
+        save_model(model, hub, external_from=exported.parent, link=True)
+        return HubRecord(tuple(notes), None)
     hub.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=hub.parent) as scratch:
         staged = Path(scratch) / "model.onnx"
-        save_model(model, staged)
+        save_model(model, staged, external_from=exported.parent, link=True)
         del model
-        validate_and_infer(staged, hub)
+        validate_and_infer(staged, hub, link=True)
     return HubRecord(tuple(notes), record)
