@@ -25,6 +25,15 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class BuildOptions:
+    """What the user asked of every build."""
+
+    precision: Precision | None = None  # None: the platform's first (default) precision
+    calibration_path: Path | None = None  # .npz of inputs to calibrate int8 with
+    calibration_is_real: bool = False  # from --data; generated values calibrate worse
+
+
+@dataclass(frozen=True)
 class Artifact:
     """What a platform built. Paths are inside the platform's own output folder."""
 
@@ -33,6 +42,8 @@ class Artifact:
     precision: Precision
     files: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Only the inputs for a toolchain that is not installed here (status `prepared`).
+    is_prepared_only: bool = False
 
 
 class Runner(Protocol):
@@ -51,6 +62,7 @@ class Platform(Protocol):
     is_family_default: ClassVar[bool]  # what `-t FAMILY` alone picks
     description: ClassVar[str]
     requirements: ClassVar[Requirements]  # what it accepts: opsets, ops, shapes, dtypes
+    precisions: ClassVar[tuple[Precision, ...]]  # what it builds; the first is the default
 
     @classmethod
     def is_available(cls) -> bool:
@@ -61,7 +73,10 @@ class Platform(Protocol):
         """Problems beyond ``requirements`` (a device name it does not know...)."""
         ...
 
-    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path) -> Artifact: ...
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
+        """Build inside ``out_dir`` at ``options.precision`` (one of ``precisions``)."""
+        ...
 
     def open(self, artifact: Artifact) -> Runner | None:
         """A runner for the check, or None when the artifact cannot run here."""

@@ -10,7 +10,7 @@ from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, stored_bytes
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, session_options
-from convertkit.platforms import Artifact, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -26,6 +26,7 @@ class OrtCpuPlatform:
     is_family_default: ClassVar[bool] = True
     description: ClassVar[str] = "ONNX Runtime, graph optimisations applied offline (fp32)"
     # ONNX Runtime reads models from opset 7 on (onnxruntime.ai/docs/reference/compatibility).
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
     requirements: ClassVar[Requirements] = Requirements(
         ops=OrtKernelOps("CPUExecutionProvider"), min_opset=7,
         source="ONNX Runtime's CPU kernel registry and its compatibility page")
@@ -40,7 +41,8 @@ class OrtCpuPlatform:
             problems.append(Problem(f"unknown CPU device {target.device!r}"))
         return problems
 
-    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path) -> Artifact:
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
         out_dir.mkdir(parents=True, exist_ok=True)
         optimized = out_dir / "model.onnx"
         options = session_options(OFFLINE_OPTIMIZATION_LEVEL, optimized_path=optimized)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import OnnxSchemaOps, Requirements
-from convertkit.platforms import Artifact, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -18,6 +18,7 @@ class OnnxPlatform:
     family: ClassVar[Family] = Family.ONNX
     is_family_default: ClassVar[bool] = True
     description: ClassVar[str] = "the validated, shape-inferred ONNX model (always built)"
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
     requirements: ClassVar[Requirements] = Requirements(
         ops=OnnxSchemaOps(), min_opset=1,
         source="the ONNX specification, as the installed onnx package defines it")
@@ -29,7 +30,8 @@ class OnnxPlatform:
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return []
 
-    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path) -> Artifact:
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
         sources = [onnx_path, *onnx_path.parent.glob(onnx_path.name + ".data")]
         if out_dir.resolve() == onnx_path.parent.resolve():
             files = sources  # the hub model already lives here

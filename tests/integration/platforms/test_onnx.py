@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from convertkit.platforms import BuildOptions
 from convertkit.platforms.onnx import OnnxPlatform
 from convertkit.spec import TargetSpec
 
@@ -22,8 +23,8 @@ def test_hub_model_is_the_artifact_and_runs_unoptimised(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(hub))
     platform = OnnxPlatform()
 
-    in_place = platform.build(hub, TargetSpec("onnx"), hub.parent)
-    copied = platform.build(hub, TargetSpec("onnx"), tmp_path / "elsewhere")
+    in_place = platform.build(hub, TargetSpec("onnx"), hub.parent, BuildOptions())
+    copied = platform.build(hub, TargetSpec("onnx"), tmp_path / "elsewhere", BuildOptions())
     with platform.open(in_place) as runner:
         outputs = runner.run({"x": np.array([1.0, -2.0], dtype=np.float32)})
 

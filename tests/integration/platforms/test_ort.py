@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from convertkit.platforms import BuildOptions
 from convertkit.platforms.cpu import OrtCpuPlatform
 from convertkit.spec import TargetSpec
 
@@ -36,7 +37,8 @@ def _foldable_model(path: Path) -> Path:
 def test_build_optimises_offline_and_session_json_loads_it(tmp_path: Path) -> None:
     source = _foldable_model(tmp_path / "m.onnx")
 
-    artifact = OrtCpuPlatform().build(source, TargetSpec("cpu", "ort"), tmp_path / "cpu-ort")
+    artifact = OrtCpuPlatform().build(source, TargetSpec("cpu", "ort"), tmp_path / "cpu-ort",
+                                      BuildOptions())
 
     optimized = onnx.load(str(artifact.path))
     assert [n.op_type for n in optimized.graph.node] == ["Gemm"]
@@ -55,7 +57,7 @@ def test_build_optimises_offline_and_session_json_loads_it(tmp_path: Path) -> No
 def test_runner_runs_the_artifact(tmp_path: Path) -> None:
     platform = OrtCpuPlatform()
     artifact = platform.build(_foldable_model(tmp_path / "m.onnx"), TargetSpec("cpu", "ort"),
-                              tmp_path / "out")
+                              tmp_path / "out", BuildOptions())
     x = np.ones((3, 8), dtype=np.float32)
 
     with platform.open(artifact) as runner:
