@@ -22,7 +22,7 @@ from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
-from convertkit.platforms import Platform, plan_target
+from convertkit.platforms import BuildOptions, Platform, plan_target
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import adapter_names, load_adapter, resolve_target
 from convertkit.report import ArtifactResult, Report, error_record
@@ -83,7 +83,7 @@ def convert(
                             log_shown_as=str(out_path / LOG_FILE))
             progress("validating and optimising the ONNX model")
             exported = work / "exported.onnx"
-            validate_and_infer(lowered.onnx_path, exported)
+            validate_and_infer(lowered.onnx_path, exported, link=True)
             _remove_model(lowered.onnx_path)
             hub = build_hub(exported, staging / HUB_MODEL, opset=opset, optimize_graph=optimize)
         except UsageError:
@@ -169,7 +169,7 @@ def _build_and_check(platform: Platform, target: TargetSpec, staging: Path, hub_
                 code="preflight-rejected",
             )
         model_path = prepare(staging / HUB_MODEL, plan, inputs, out_dir / "prepared.onnx")
-        artifact = platform.build(model_path, target, out_dir)
+        artifact = platform.build(model_path, target, out_dir, BuildOptions())
         notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
         relative = str(artifact.path.relative_to(staging))
         budget = budget_for(artifact.precision, atol, rtol)
