@@ -1,0 +1,312 @@
+"""report.html: one self-contained page (inline CSS and SVG, no script, nothing fetched)
+that opens offline: a summary table per artifact, error histograms, the error-by-depth
+curve and the diverging node of a failed artifact.
+
+It is rendered from the report's JSON form, so it always shows what report.json says.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+
+_STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
+color:#1d2329;max-width:1200px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid
+#d6dbe0;padding-bottom:4px} h3{font-size:15px;margin:18px 0 6px}
+table{border-collapse:collapse;margin:6px 0 12px} th,td{border:1px solid #d6dbe0;padding:3px 8px;
+text-align:left;vertical-align:top} th{background:#f1f3f5} td.num{text-align:right;
+font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monospace}
+.pass{color:#137333;font-weight:600} .fail,.error{color:#b3261e;font-weight:600}
+.built,.prepared{color:#8a5a00;font-weight:600} .over{background:#fde7e7}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;background:#f6f8fa;
+padding:1px 4px} pre{padding:8px;overflow-x:auto;white-space:pre-wrap}
+.muted{color:#5f6b76} .charts{display:flex;flex-wrap:wrap;gap:16px}
+figure{margin:0} figcaption{font-size:12px;color:#5f6b76}
+svg text{font:11px system-ui,Helvetica,Arial,sans-serif;fill:#3c4650}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    command = report.get("command", "convert")
+    status = report.get("status", "")
+    source = report.get("source", {})
+    title = f"convertkit {command}: {status}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title>", f"<style>{_STYLE}</style></head><body>",
+        f'<h1>convertkit {escape(command)}: <span class="{escape(status)}">'
+        f"{escape(status)}</span></h1>",
+        _header(report, source),
+    ]
+    if report.get("error"):
+        error = report["error"]
+        parts.append(f'<h2>Error</h2><p class="error">{escape(error.get("message", ""))}</p>'
+                     f'<p>hint: {escape(error.get("hint", ""))}</p>')
+    artifacts = report.get("artifacts", [])
+    if artifacts:
+        parts.append("<h2>Summary</h2>")
+        parts.append(_summary_table(artifacts))
+    budgets = report.get("check", {}).get("budgets")
+    if budgets:
+        parts.append(_budget_table(budgets, report.get("check", {}).get("budget_file")))
+    for artifact in artifacts:
+        parts.append(_artifact_section(artifact))
+    parts.append(f'<p class="muted">convertkit {escape(str(report.get("convertkit_version", "")))}'
+                 f', report schema {escape(str(report.get("schema", "")))}. Rule: '
+                 f'{escape(str(report.get("check", {}).get("rule", "")))}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _header(report: dict[str, Any], source: dict[str, Any]) -> str:
+    rows = [("reference" if report.get("command") == "check" else "source",
+             source.get("text", ""))]
+    candidate = report.get("check", {}).get("candidate")
+    if candidate:
+        rows.append(("candidate", candidate.get("text", "")))
+    for key, label in (("framework", "framework"), ("exporter", "exporter")):
+        if source.get(key):
+            rows.append((label, source[key]))
+    check = report.get("check", {})
+    if check.get("inputs"):
+        rows.append(("check inputs", check["inputs"]))
+    rows.append(("exit code", str(report.get("exit_code", ""))))
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{body}</table>'
+
+
+_SUMMARY_COLUMNS = ("target", "status", "precision", "budget", "output", "max abs", "max rel",
+                    "mean abs", "cosine", "SNR dB", "mismatch", "top-1", "top-5")
+
+
+def _summary_table(artifacts: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in _SUMMARY_COLUMNS)
+    rows = []
+    for artifact in artifacts:
+        status = artifact.get("status", "")
+        budget = artifact.get("budget")
+        budget_text = f"atol {budget['atol']:g}, rtol {budget['rtol']:g}" if budget else "-"
+        lead = (f"<td>{escape(artifact.get('target', ''))}</td>"
+                f'<td class="{escape(status)}">{escape(status)}</td>'
+                f"<td>{escape(artifact.get('precision') or '-')}</td>"
+                f"<td>{escape(budget_text)}</td>")
+        metrics = artifact.get("metrics") or {}
+        if not metrics:
+            detail = (artifact.get("error") or {}).get("message") or "; ".join(
+                artifact.get("notes") or []) or "-"
+            rows.append(f"<tr>{lead}<td colspan=\"9\">{escape(detail)}</td></tr>")
+            continue
+        for index, (name, m) in enumerate(metrics.items()):
+            cells = lead if index == 0 else '<td colspan="4"></td>'
+            over = "" if m.get("within_budget") else ' class="over"'
+            rows.append(
+                f"<tr{over}>{cells}<td>{escape(name)}"
+                + ("" if m.get("within_budget") else " &larr; over budget") + "</td>"
+                + "".join(f'<td class="num">{v}</td>' for v in (
+                    _num(m.get("max_abs")), _num(m.get("max_rel")), _num(m.get("mean_abs")),
+                    _num(m.get("cosine"), ".6f"), _snr(m), _percent(m.get("mismatch_fraction")),
+                    _num(m.get("top1_agreement"), ".3f"), _num(m.get("top5_agreement"), ".3f")))
+                + "</tr>")
+    return (f'<table id="summary"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _budget_table(budgets: dict[str, dict[str, float]], budget_file: str | None) -> str:
+    rows = "".join(f"<tr><td>{escape(p)}</td><td class=\"num\">{b['atol']:g}</td>"
+                   f"<td class=\"num\">{b['rtol']:g}</td></tr>" for p, b in budgets.items())
+    origin = f" (defaults, with {escape(budget_file)} on top)" if budget_file else " (defaults)"
+    return (f"<h3>Budgets per precision{origin}</h3><table><thead><tr><th>precision</th>"
+            f"<th>atol</th><th>rtol</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _artifact_section(artifact: dict[str, Any]) -> str:
+    target = artifact.get("target", "")
+    status = artifact.get("status", "")
+    parts = [f'<h2>{escape(target)} <span class="{escape(status)}">{escape(status)}</span></h2>']
+    if artifact.get("path"):
+        parts.append(f"<p>artifact: <code>{escape(artifact['path'])}</code></p>")
+    if artifact.get("error"):
+        error = artifact["error"]
+        parts.append(f'<p class="error">{escape(error.get("message", ""))}</p>'
+                     f"<p>hint: {escape(error.get('hint', ''))}</p>")
+    charts = []
+    for name, metric in (artifact.get("metrics") or {}).items():
+        histogram = metric.get("error_histogram")
+        if histogram:
+            charts.append(f"<figure>{_histogram_svg(histogram, artifact.get('budget'))}"
+                          f"<figcaption>{escape(name)}: elements per absolute error"
+                          f"</figcaption></figure>")
+        if metric.get("note"):
+            parts.append(f"<p>{escape(name)}: {escape(metric['note'])}</p>")
+    if charts:
+        parts.append(f'<h3>Error histograms</h3><div class="charts">{"".join(charts)}</div>')
+    localization = artifact.get("localization")
+    if localization:
+        parts.append(_localization_section(localization))
+    notes = artifact.get("notes") or []
+    if notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes)
+                     + "</ul>")
+    return "\n".join(parts)
+
+
+def _localization_section(loc: dict[str, Any]) -> str:
+    parts = ["<h3>Localisation</h3>",
+             f"<p>Reference intermediates: <code>{escape(loc.get('reference', ''))}</code>; "
+             f"candidate: <code>{escape(loc.get('candidate', ''))}</code>. Compared "
+             f"{loc.get('compared', 0)} tensors present in both; "
+             f"{loc.get('only_in_reference', 0)} only in the reference, "
+             f"{loc.get('only_in_candidate', 0)} only in the candidate (not compared).</p>",
+             f'<p id="diverging"><strong>{escape(loc.get("summary", ""))}</strong></p>']
+    node = loc.get("node")
+    if node:
+        before, after = node.get("error_before") or {}, node.get("error_after") or {}
+        source = node.get("source") or {}
+        rows = [
+            ("node", node.get("name")), ("op type", node.get("op_type")),
+            ("step", f"{node.get('step', 0) + 1} of {loc.get('node_count')}"),
+            ("output", node.get("output")), ("inputs", ", ".join(node.get("inputs") or [])),
+            ("error before (max abs)", _num(before.get("max_abs")) +
+             (f" on {before['tensor']}" if before.get("tensor") else "")),
+            ("error after (max abs / max rel)",
+             f"{_num(after.get('max_abs'))} / {_num(after.get('max_rel'))}"),
+            ("error after / budget", _ratio(after.get("budget_ratio"))),
+            ("source", source.get("text") or "not recorded by the exporter"),
+        ]
+        fused = node.get("fused_with") or []
+        if fused:
+            rows.append(("fused in the candidate with", ", ".join(
+                f"{f['op_type']} '{f['name']}'" for f in fused)
+                + " (their outputs exist in the reference only)"))
+        for constant in node.get("differing_constants") or []:
+            rows.append(("differing weight", f"{constant['name']} (max abs "
+                                             f"{_num(constant.get('max_abs'))})"))
+        parts.append("<table>" + "".join(
+            f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
+            + "</table>")
+    curve = loc.get("curve") or []
+    if curve:
+        parts.append("<figure>" + _curve_svg(curve, loc.get("node_count") or 1,
+                                             node.get("step") if node else None)
+                     + "<figcaption>Error by depth: each compared tensor's worst error as a "
+                       "multiple of its budget (log scale; above the red line is outside the "
+                       "budget), in the reference's topological order.</figcaption></figure>")
+    repro = loc.get("repro")
+    if repro:
+        verdict = ("reproduces the mismatch" if repro.get("reproduced") else
+                   f"does not reproduce it alone: {repro.get('note', '')}")
+        parts.append(f"<p>Minimal repro in <code>{escape(repro['folder'])}</code> "
+                     f"({escape(verdict)}):</p><pre>{escape(repro['command'])}</pre>")
+    notes = loc.get("notes") or []
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    return "\n".join(parts)
+
+
+def _histogram_svg(histogram: dict[str, Any], budget: dict[str, float] | None) -> str:
+    edges = histogram.get("upper_edges") or []
+    counts = histogram.get("counts") or []
+    width, height, left, bottom, top = 360, 170, 34, 34, 10
+    bar_area = width - left - 8
+    bar_width = bar_area / max(len(counts), 1)
+    peak = max(counts) if counts and max(counts) > 0 else 1
+    elements = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                f'role="img" aria-label="error histogram">',
+                f'<line x1="{left}" y1="{height - bottom}" x2="{width - 8}" '
+                f'y2="{height - bottom}" stroke="#8a949e"/>']
+    atol = budget.get("atol") if budget else None
+    for index, count in enumerate(counts):
+        upper = edges[index] if index < len(edges) else None
+        scaled = (height - bottom - top) * (math.log10(count + 1) / math.log10(peak + 1))
+        x = left + index * bar_width
+        over = upper is None or (atol is not None and index > 0 and edges[index - 1] >= atol)
+        colour = "#d93025" if over and count else "#1a73e8"
+        elements.append(f'<rect x="{x + 1:.1f}" y="{height - bottom - scaled:.1f}" '
+                        f'width="{bar_width - 2:.1f}" height="{scaled:.1f}" fill="{colour}">'
+                        f"<title>{escape(_bin_label(edges, index))}: {count}</title></rect>")
+        if index % 2 == 0 or index == len(counts) - 1:
+            elements.append(f'<text x="{x + bar_width / 2:.1f}" y="{height - bottom + 13}" '
+                            f'text-anchor="middle">{escape(_short_edge(upper, index))}</text>')
+    elements.append(f'<text x="{left}" y="{height - 6}">|error| upper edge (count on a log '
+                    f"scale; peak {peak})</text>")
+    elements.append("</svg>")
+    return "".join(elements)
+
+
+def _curve_svg(curve: list[dict[str, Any]], node_count: int, diverging_step: int | None) -> str:
+    width, height, left, right, top, bottom = 720, 240, 46, 12, 12, 30
+    low, high = -8.0, 4.0  # log10 of error/budget shown
+
+    def x_of(step: int) -> float:
+        return left + (width - left - right) * (step / max(node_count - 1, 1))
+
+    def y_of(ratio: float | None) -> float:
+        value = high if ratio is None else (low if ratio <= 0 else
+                                            min(max(math.log10(ratio), low), high))
+        return top + (height - top - bottom) * (high - value) / (high - low)
+
+    elements = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                f'role="img" aria-label="error by depth">']
+    for exponent in range(int(low), int(high) + 1, 2):
+        y = y_of(10.0 ** exponent)
+        elements.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+                        f'stroke="#eceff1"/><text x="{left - 4}" y="{y + 4:.1f}" '
+                        f'text-anchor="end">1e{exponent}</text>')
+    budget_y = y_of(1.0)
+    elements.append(f'<line x1="{left}" y1="{budget_y:.1f}" x2="{width - right}" '
+                    f'y2="{budget_y:.1f}" stroke="#d93025" stroke-dasharray="4 3"/>')
+    if diverging_step is not None:
+        x = x_of(diverging_step)
+        elements.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
+                        f'stroke="#d93025" stroke-width="1.5"/>')
+    points = " ".join(f"{x_of(p['step']):.1f},{y_of(p.get('budget_ratio')):.1f}" for p in curve)
+    elements.append(f'<polyline points="{points}" fill="none" stroke="#1a73e8" '
+                    f'stroke-width="1.2"/>')
+    for point in curve:
+        colour = "#1a73e8" if point.get("within_budget") else "#d93025"
+        elements.append(
+            f'<circle cx="{x_of(point["step"]):.1f}" cy="{y_of(point.get("budget_ratio")):.1f}" '
+            f'r="2.2" fill="{colour}"><title>{escape(point.get("node", ""))} '
+            f'({escape(point.get("op_type", ""))}) {escape(point.get("tensor", ""))}: max abs '
+            f'{_num(point.get("max_abs"))}, {_ratio(point.get("budget_ratio"))} of budget'
+            f"</title></circle>")
+    elements.append(f'<text x="{left}" y="{height - 8}">node step 1 .. {node_count}</text>')
+    elements.append("</svg>")
+    return "".join(elements)
+
+
+def _bin_label(edges: list[float | None], index: int) -> str:
+    upper = edges[index] if index < len(edges) else None
+    if index == 0:
+        return "exactly 0"
+    lower = edges[index - 1]
+    return f"({lower:g}, {upper:g}]" if upper is not None else f"> {lower:g} (or NaN/Inf)"
+
+
+def _short_edge(upper: float | None, index: int) -> str:
+    if index == 0:
+        return "0"
+    if upper is None:
+        return "inf"
+    return f"1e{round(math.log10(upper))}"
+
+
+def _num(value: Any, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _snr(metric: dict[str, Any]) -> str:
+    if metric.get("snr_db") is None:
+        return "inf" if metric.get("max_abs") == 0 else "-"
+    return f"{metric['snr_db']:.1f}"
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _ratio(value: Any) -> str:
+    return "inf" if value is None else f"{value:.3g}x"
