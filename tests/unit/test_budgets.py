@@ -46,3 +46,21 @@ def test_overrides_leave_the_defaults_unchanged():
 
 def test_budget_to_dict():
     assert Budget(0.1, 0.2).to_dict() == {"atol": 0.1, "rtol": 0.2}
+
+
+def test_int8_is_judged_by_cosine_and_top_k():
+    budget = budget_for(Precision.INT8)
+
+    assert not budget.is_elementwise
+    assert (budget.min_cosine, budget.min_top1, budget.min_top5) == (0.98, 0.9, 0.8)
+    assert budget.to_dict()["min_cosine"] == 0.98
+    assert all(budget_for(p).is_elementwise for p in (Precision.FP32, Precision.FP16,
+                                                       Precision.BF16))
+
+
+def test_a_tolerance_alone_asks_for_the_elementwise_rule():
+    int8 = budget_for(Precision.INT8)
+
+    assert budget_for(Precision.INT8, rtol=0.3) == Budget(int8.atol, 0.3)
+    assert int8.with_overrides(min_cosine=0.95) == Budget(0.1, 0.1, 0.95, 0.9, 0.8)
+    assert int8.with_overrides(atol=1.0, min_top1=0.5) == Budget(1.0, 0.1, 0.98, 0.5, 0.8)

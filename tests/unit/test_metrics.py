@@ -223,3 +223,31 @@ def test_to_dict_is_plain_json_data():
     assert data["within_budget"] is False
     assert data["worst_index"] == [0, 1]
     assert data["mismatch_fraction"] == pytest.approx(0.25)
+
+
+def test_a_cosine_budget_passes_scattered_rounding_that_elementwise_would_fail():
+    rng = np.random.default_rng(0)
+    expected = rng.standard_normal((4, 10)).astype(np.float32)
+    actual = expected + rng.normal(0, 0.05, expected.shape).astype(np.float32)
+    actual[0, 0] += 1.0  # one element far off, as int8 rounding does
+    cosine_budget = Budget(atol=1e-1, rtol=1e-1, min_cosine=0.98, min_top1=0.5)
+
+    elementwise = compare_output("y", actual, expected, Budget(atol=1e-1, rtol=1e-1))
+    judged = compare_output("y", actual, expected, cosine_budget)
+
+    assert not elementwise.within_budget
+    assert judged.within_budget and judged.cosine >= 0.98
+
+
+def test_cosine_budget_fails_on_low_cosine_top1_or_one_sided_nan():
+    expected = np.eye(4, dtype=np.float32) * 5 + 1
+    swapped = expected[:, ::-1].copy()  # every row's top-1 moves
+    with_nan = expected.copy()
+    with_nan[0, 0] = np.nan
+
+    assert not compare_output("y", swapped, expected, Budget(1, 1, min_cosine=0.0,
+                                                             min_top1=0.9)).within_budget
+    assert not compare_output("y", -expected, expected, Budget(1, 1, min_cosine=0.9)
+                              ).within_budget
+    assert not compare_output("y", with_nan, expected, Budget(1, 1, min_cosine=0.5)
+                              ).within_budget

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from convertkit.check.budgets import budget_for
+from convertkit.check.inputs import load_arrays
+from convertkit.check.metrics import compare_outputs
 from convertkit.platforms import BuildOptions
 from convertkit.platforms.cpu import OrtCpuPlatform
-from convertkit.spec import TargetSpec
+from convertkit.spec import Precision, TargetSpec
 
 
 def _foldable_model(path: Path) -> Path:
@@ -70,3 +74,86 @@ def test_unknown_cpu_device_is_a_preflight_problem(tmp_path: Path) -> None:
     problems = OrtCpuPlatform().preflight(None, TargetSpec("cpu", "ort", "z80"))
 
     assert len(problems) == 1 and "z80" in problems[0].message
+
+
+# int8: onnxruntime.quantization, static QDQ for convolutional models, dynamic for
+# transformer-like ones.
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory) -> Path:
+    """tests/models/torch_models.py:small_cnn converted by `convertkit convert` (hub model,
+    check inputs and the reference outputs torch computed)."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("int8") / "cnn"
+    result = run_cli("convert", "tests/models/torch_models.py:small_cnn", "-i", "x:8x3x32x32",
+                     out=out)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_int8_static_qdq_on_a_small_cnn_passes_its_cosine_and_top1_budget(
+        small_cnn: Path, tmp_path: Path) -> None:
+    platform = OrtCpuPlatform()
+    feeds, reference = load_arrays(small_cnn / "check/inputs.npz"), load_arrays(
+        small_cnn / "check/reference.npz")
+
+    artifact = platform.build(small_cnn / "onnx/model.onnx", TargetSpec("cpu", "ort"),
+                              tmp_path / "int8",
+                              BuildOptions(Precision.INT8, small_cnn / "check/inputs.npz"))
+    with platform.open(artifact) as runner:
+        outputs = runner.run(feeds)
+    budget = budget_for(artifact.precision)
+    (metrics,) = compare_outputs(outputs, reference, budget)
+
+    ops = {n.op_type for n in onnx.load(str(artifact.path)).graph.node}
+    assert artifact.path.is_file() and artifact.precision == Precision.INT8
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert budget.to_dict() == {"atol": 0.1, "rtol": 0.1, "min_cosine": 0.98,
+                                "min_top1": 0.9, "min_top5": 0.8}
+    assert metrics.within_budget
+    assert metrics.cosine >= 0.98 and metrics.top1_agreement is not None
+    assert metrics.top1_agreement >= 0.9
+    assert metrics.max_abs > 0  # it is quantised, not the fp32 model
+    notes = " | ".join(artifact.notes)
+    assert "static QDQ quantisation (per-channel" in notes and "convolution" in notes
+    assert "real data calibrates better" in notes  # generated inputs, not --data
+    settings = json.loads((tmp_path / "int8/session.json").read_text())
+    assert settings["graph_optimization_level"] == "ORT_ENABLE_ALL"
+
+
+def test_int8_real_data_drops_the_calibration_warning(small_cnn: Path, tmp_path: Path) -> None:
+    artifact = OrtCpuPlatform().build(
+        small_cnn / "onnx/model.onnx", TargetSpec("cpu", "ort"), tmp_path,
+        BuildOptions(Precision.INT8, small_cnn / "check/inputs.npz", calibration_is_real=True))
+
+    assert not any("calibrates better" in note for note in artifact.notes)
+
+
+def test_int8_transformer_like_model_is_quantised_dynamically(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32) / 8,
+                                       f"w{i}") for i in range(3)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+         helper.make_node("MatMul", ["b", "w1"], ["c"]), helper.make_node("Softmax", ["c"], ["d"]),
+         helper.make_node("MatMul", ["d", "w2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], weights)
+    source = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    platform = OrtCpuPlatform()
+
+    artifact = platform.build(source, TargetSpec("cpu", "ort"), tmp_path / "out",
+                              BuildOptions(Precision.INT8))
+    with platform.open(artifact) as runner:
+        outputs = runner.run({"x": x})
+    expected = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    (metrics,) = compare_outputs(outputs, {"y": expected}, budget_for(Precision.INT8))
+
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(artifact.path)).graph.node}
+    assert any("dynamic quantisation" in n and "transformer-like (3 MatMul/Gemm" in n
+               for n in artifact.notes)
+    assert metrics.within_budget and metrics.cosine > 0.99

@@ -1,0 +1,76 @@
+"""Calibration inputs for the platforms that quantise (int8) or search for fp16-safe nodes.
+
+The pipeline hands every platform the same .npz (``BuildOptions.calibration_path``): the
+user's ``--data`` when given, else the seeded random check inputs. Generated values
+calibrate worse than real ones, and the platforms say so in their notes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from convertkit.check.inputs import load_arrays
+from convertkit.errors import ConversionError
+from convertkit.platforms import BuildOptions
+
+log = logging.getLogger(__name__)
+
+GENERATED_CALIBRATION_NOTE = ("calibrated on generated inputs (seeded random values): real "
+                              "data calibrates better, pass --data FILE.npz")
+
+
+def calibration_samples(options: BuildOptions, model_path: Path,
+                        purpose: str) -> list[dict[str, np.ndarray]]:
+    """The calibration inputs for the model at ``model_path``, one dict of feeds per
+    sample, cast to the model's input types. ``purpose`` names what they are for in errors
+    ("int8 calibration"). Without a calibration file, seeded random inputs are generated
+    as the check's are (check/inputs.py)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    if options.calibration_path is None:
+        from convertkit.check.inputs import generate_feeds
+        from convertkit.ir.info import describe
+
+        return [generate_feeds(describe(model).input_specs(), model)]
+    arrays = load_arrays(options.calibration_path)
+    initializers = {t.name for t in model.graph.initializer}
+    wanted = {i.name: i.type.tensor_type.elem_type for i in model.graph.input
+              if i.name not in initializers}
+    missing = sorted(set(wanted) - set(arrays))
+    if missing:
+        raise ConversionError(
+            f"{purpose}: the sample inputs have no array for {', '.join(missing)}",
+            hint="name each array in the .npz after the model input it feeds",
+            code="no-calibration-data",
+        )
+    return [cast_to_onnx_types(arrays, wanted)]
+
+
+def calibration_notes(options: BuildOptions) -> tuple[str, ...]:
+    """For a build that calibrated (int8): the warning that generated inputs calibrate
+    worse than real ones, logged and returned as a note, unless the inputs were real."""
+    if options.calibration_is_real:
+        return ()
+    log.warning("int8 %s", GENERATED_CALIBRATION_NOTE)
+    return (GENERATED_CALIBRATION_NOTE,)
+
+
+def cast_to_onnx_types(arrays: Mapping[str, np.ndarray],
+                       wanted: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """The arrays named in ``wanted`` (input name -> ONNX element type), cast where both
+    are floating point or both are not."""
+    feeds = {}
+    for name, elem_type in wanted.items():
+        value = np.asarray(arrays[name])
+        try:
+            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        except (KeyError, TypeError, ValueError):
+            feeds[name] = value
+            continue
+        same_kind = (np.issubdtype(value.dtype, np.floating) == np.issubdtype(target, np.floating))
+        feeds[name] = value.astype(target) if same_kind and value.dtype != target else value
+    return feeds

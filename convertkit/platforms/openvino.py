@@ -1,0 +1,415 @@
+"""`cpu:openvino`: an OpenVINO IR (model.xml + model.bin) for Intel and other x86 CPUs.
+
+- fp32: the IR as OpenVINO's ONNX frontend converts it (weights kept in fp32), run with
+  the f32 precision hint. OpenVINO's default hint on a CPU with bf16 is bf16 (DESIGN.md),
+  so the hint is always set explicitly and written to compile.json beside the IR.
+- bf16: the same IR run with the bf16 hint, only on a CPU that reports BF16.
+- int8: the IR quantised by NNCF (post-training, calibrated on the check inputs or
+  --data), run with the f32 hint so the check measures quantisation alone.
+
+The conversion and NNCF run in a child process: the ONNX frontend can crash on graphs
+it does not expect, and NNCF imports torch and prints progress bars. openvino and nncf
+are imported only inside functions (`convertkit --help` loads neither).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from convertkit.check.inputs import save_arrays
+from convertkit.errors import ConversionError, ConvertkitError
+from convertkit.ir.info import OnnxInfo
+from convertkit.ir.preflight import Requirements
+from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
+from convertkit.platforms.calibration import calibration_notes, calibration_samples
+from convertkit.spec import Family, Precision, TargetSpec
+
+log = logging.getLogger(__name__)
+
+COMPILE_FILE = "compile.json"
+BUILD_LOG = "build.log"
+# INFERENCE_PRECISION_HINT per precision: int8 keeps its unquantised ops in f32.
+PRECISION_HINTS = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.INT8: "f32"}
+# Domains whose operators are probed (below); OpenVINO also converts some com.microsoft
+# ops, which are left for the build to judge: probing them crashes the frontend.
+PROBED_DOMAINS = ("", "ai.onnx.ml")
+PROBE_TIMEOUT_S = 120
+BUILD_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class OpenVinoFrontendOps:
+    """The ONNX operators OpenVINO's ONNX frontend has a converter for.
+
+    OpenVINO exposes no list of them (FrontEnd has load/convert/convert_partially/decode/
+    normalize/supported only), so they are read from the frontend itself: a probe graph
+    holding one node of every operator the onnx package defines at the opset is converted
+    with ``convert_partially``, which leaves a node without a converter as an
+    ``ONNXFrameworkNode`` (a node whose converter rejects the probe's dummy inputs becomes
+    a ``NotSupportedONNXNode`` and counts as supported). The probe runs in a child process
+    once per opset. Operators of other domains are not probed and pass; the build reports
+    them if the frontend lacks them.
+    """
+
+    source: str = field(default=(
+        "OpenVINO's ONNX frontend, probed per opset with convert_partially (ops left as "
+        "ONNXFrameworkNode have no converter); documented list: https://github.com/"
+        "openvinotoolkit/openvino/blob/master/src/frontends/onnx/docs/supported_ops.md"))
+
+    def supports(self, domain: str, op_type: str, version: int) -> bool:
+        domain = "" if domain == "ai.onnx" else domain
+        if domain not in PROBED_DOMAINS:
+            return True
+        missing = _unconvertible_ops(version if domain == "" else _newest_opset())
+        if missing is None:  # the probe itself failed: let the build judge
+            return True
+        return (domain, op_type) not in missing
+
+    def table(self) -> list[tuple[str, str, str]]:
+        from onnx import defs
+
+        opset = _newest_opset()
+        missing = _unconvertible_ops(opset) or set()
+        names = sorted({(s.domain, s.name) for s in defs.get_all_schemas_with_history()
+                        if s.domain in PROBED_DOMAINS and not s.deprecated})
+        return [(domain or "ai.onnx", name, f"converter at opset {opset}")
+                for domain, name in names if (domain, name) not in missing]
+
+
+class OpenVinoCpuPlatform:
+    name: ClassVar[str] = "openvino"
+    family: ClassVar[Family] = Family.CPU
+    is_family_default: ClassVar[bool] = False
+    description: ClassVar[str] = ("OpenVINO IR (model.xml/.bin) for the CPU: fp32 (f32 hint), "
+                                  "bf16 where the CPU has it, int8 by NNCF")
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32, Precision.BF16,
+                                                   Precision.INT8)
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=OpenVinoFrontendOps(), min_opset=7,
+        source="OpenVINO's ONNX frontend (probed), see `convertkit targets --ops cpu:openvino`")
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return is_installed("openvino")
+
+    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
+        if target.device not in (None, "x86", "x86_64", "arm64", "aarch64"):
+            return [Problem(f"unknown CPU device {target.device!r}")]
+        return []
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
+        from convertkit.isolation import run_in_child
+        from convertkit.platforms.cpu import is_transformer_like
+
+        precision = options.precision or self.precisions[0]
+        if precision not in self.precisions:
+            raise ConversionError(
+                f"{target} does not build {precision}",
+                hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
+                code="unsupported-precision")
+        if precision == Precision.BF16 and not cpu_has_bf16():
+            raise ConversionError(
+                "this CPU does not report BF16 to OpenVINO, so a bf16 build cannot run here",
+                hint="build at fp32 or int8, or on a CPU with AVX512_BF16 or AMX",
+                code="no-bf16")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        xml = out_dir / "model.xml"
+        payload: dict[str, Any] = {"onnx": str(onnx_path), "xml": str(xml),
+                                   "precision": precision.value}
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory(prefix=".calibration-", dir=out_dir) as scratch:
+            if precision == Precision.INT8:
+                calibration = Path(scratch, "calibration.npz")
+                samples = calibration_samples(options, onnx_path, "int8 calibration")
+                save_arrays(calibration, samples[0])
+                transformer, why = is_transformer_like(onnx_path)
+                payload.update(calibration=str(calibration), transformer=transformer)
+                notes.append("int8: NNCF post-training quantisation"
+                             + (" with model_type=TRANSFORMER" if transformer else "")
+                             + f" ({why}); the rest runs at the f32 hint")
+                notes.extend(calibration_notes(options))
+            result = run_in_child("convertkit.platforms.openvino:build_in_child", payload,
+                                  what="the OpenVINO build", log_path=out_dir / BUILD_LOG,
+                                  timeout_s=BUILD_TIMEOUT_S)
+        notes.extend(result["notes"])
+        hint = PRECISION_HINTS[precision]
+        settings = {
+            "device": "CPU",
+            "config": {"INFERENCE_PRECISION_HINT": hint},
+            "outputs": result["outputs"],
+            "python": "compiled = openvino.Core().compile_model('model.xml', 'CPU', "
+                      f"{{'INFERENCE_PRECISION_HINT': '{hint}'}})",
+        }
+        (out_dir / COMPILE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        notes.append(f"compile with INFERENCE_PRECISION_HINT={hint} (written to {COMPILE_FILE}); "
+                     "OpenVINO's own default on a bf16-capable CPU is bf16")
+        files = (xml, xml.with_suffix(".bin"), out_dir / COMPILE_FILE)
+        return Artifact(str(target), xml, precision, files, notes=tuple(notes))
+
+    def open(self, artifact: Artifact) -> OpenVinoCpuRunner:
+        settings = json.loads((artifact.path.parent / COMPILE_FILE).read_text())
+        return OpenVinoCpuRunner(artifact.path, settings["config"], settings.get("outputs", []))
+
+
+# Ops that compute nothing: never exposed or compared.
+NON_COMPUTING_OPS = {"Parameter", "Result", "Constant"}
+
+
+class OpenVinoCpuRunner:
+    """An IR compiled for the CPU with the configuration its compile.json names.
+    ``threads`` > 0 sets INFERENCE_NUM_THREADS; 0 leaves OpenVINO's default."""
+
+    def __init__(self, xml_path: Path, config: Mapping[str, str],
+                 output_names: list[str] | tuple[str, ...] = (), threads: int = 0,
+                 expose_all: bool = False) -> None:
+        self.xml_path = xml_path
+        self.config = dict(config)
+        self.output_names = list(output_names)
+        self.threads = threads
+        # Every named op output becomes an output too (localisation), reported under each
+        # of its names so that whatever name the other side uses matches.
+        self.expose_all = expose_all
+        self._compiled = None
+        self._input_types: dict[str, str] = {}
+
+    def __enter__(self) -> OpenVinoCpuRunner:
+        from convertkit.check.runners import import_openvino
+
+        ov = import_openvino()
+        config = dict(self.config)
+        if self.threads > 0:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        try:
+            core = ov.Core()
+            model = core.read_model(str(self.xml_path))
+            if self.expose_all:
+                model.add_outputs([port for op in model.get_ordered_ops()
+                                   if op.get_type_name() not in NON_COMPUTING_OPS
+                                   for port in op.outputs() if port.get_names()])
+            self._compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            raise ConversionError(f"OpenVINO cannot compile {self.xml_path.name}: "
+                                  f"{_first_line(exc)}",
+                                  hint="check that model.bin belongs to model.xml",
+                                  code="runtime-load-failed") from exc
+        self._input_types = {}
+        for port in self._compiled.inputs:
+            try:
+                dtype = np.dtype(port.get_element_type().to_dtype()).name
+            except (TypeError, RuntimeError):
+                dtype = ""
+            for name in port.get_names():
+                self._input_types[name] = dtype
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._compiled = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from convertkit.check.runners import cast_feeds
+
+        assert self._compiled is not None, "use the runner inside a with block"
+        try:
+            results = self._compiled(cast_feeds(feeds, self._input_types))
+        except RuntimeError as exc:
+            raise ConversionError(f"OpenVINO failed to run the model: {_first_line(exc)}",
+                                  hint="check the input shapes and dtypes against the model's",
+                                  code="runtime-failed") from exc
+        wanted = set(self.output_names)
+        outputs: dict[str, np.ndarray] = {}
+        for port, value in results.items():
+            names = sorted(port.get_names())
+            if self.expose_all:
+                for name in names:
+                    outputs.setdefault(name, np.asarray(value))
+                continue
+            name = next((n for n in names if n in wanted), None) or port.get_any_name()
+            outputs[name] = np.asarray(value)
+        return outputs
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin reports BF16 among its capabilities."""
+    from convertkit.check.runners import import_openvino
+
+    ov = import_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child process: convert the ONNX model, quantise it for int8, save the IR."""
+    import onnx
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(payload["onnx"])
+    except Exception as exc:  # OpConversionFailure and friends
+        raise ConversionError(f"OpenVINO's ONNX frontend cannot convert the model: "
+                              f"{_conversion_summary(exc)}",
+                              hint="`convertkit inspect MODEL -t cpu:openvino` lists the ops it "
+                                   "lacks; try another --opset",
+                              code="openvino-convert-failed") from exc
+    notes = []
+    if payload["precision"] == Precision.INT8.value:
+        model = _quantize_with_nncf(model, payload)
+        notes.append(f"NNCF {_version('nncf')}")
+    ov.save_model(model, payload["xml"], compress_to_fp16=False)
+    graph = onnx.load(payload["onnx"], load_external_data=False).graph
+    return {"notes": [f"OpenVINO {ov.__version__.split('-')[0]}, weights kept in fp32 "
+                      "(compress_to_fp16=False)", *notes],
+            "outputs": [o.name for o in graph.output]}
+
+
+def _quantize_with_nncf(model, payload: dict[str, Any]):
+    from convertkit.platforms.calibration import cast_to_onnx_types
+
+    try:
+        import nncf
+    except ImportError as exc:
+        from convertkit.errors import MissingDependencyError
+
+        raise MissingDependencyError("NNCF is not installed; OpenVINO int8 needs it",
+                                     hint="pip install 'convertkit[openvino]'",
+                                     code="missing-nncf") from exc
+    from convertkit.check.inputs import load_arrays
+
+    arrays = load_arrays(Path(payload["calibration"]))
+    types = {}
+    for port in model.inputs:
+        name = port.get_any_name()
+        if name not in arrays:
+            raise ConversionError(f"int8 calibration: the sample inputs have no array for {name}",
+                                  hint="name each array in the .npz after the model input",
+                                  code="no-calibration-data")
+        types[name] = _onnx_elem_type(port.get_element_type())
+    samples = [cast_to_onnx_types(arrays, types)]
+    options: dict[str, Any] = {"subset_size": len(samples)}
+    if payload.get("transformer"):
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    try:
+        return nncf.quantize(model, nncf.Dataset(samples), **options)
+    except ConvertkitError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"NNCF could not quantise the model: {_first_line(exc)}",
+                              hint="build at fp32 or bf16 instead", code="quantization-failed",
+                              ) from exc
+
+
+def _onnx_elem_type(element_type) -> int:
+    from onnx import helper
+
+    try:
+        return helper.np_dtype_to_tensor_dtype(np.dtype(element_type.to_dtype()))
+    except (TypeError, RuntimeError, KeyError, ValueError):
+        return 0
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "?"
+
+
+@functools.cache
+def _newest_opset() -> int:
+    from convertkit.ir.opset import newest_known_opset
+
+    return newest_known_opset()
+
+
+@functools.cache
+def _unconvertible_ops(opset: int) -> frozenset[tuple[str, str]] | None:
+    """(domain, op_type) pairs of PROBED_DOMAINS without a converter at ``opset``; None
+    when the probe could not run."""
+    from convertkit.isolation import run_in_child
+
+    if not is_installed("openvino"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="convertkit-ov-probe-") as scratch:
+        try:
+            result = run_in_child("convertkit.platforms.openvino:probe_ops_in_child",
+                                  {"opset": opset, "folder": scratch},
+                                  what="the OpenVINO operator probe",
+                                  log_path=Path(scratch, "probe.log"),
+                                  timeout_s=PROBE_TIMEOUT_S)
+        except ConvertkitError as error:
+            log.warning("could not probe OpenVINO's ONNX frontend: %s", error.message)
+            return None
+    return frozenset((domain, op) for domain, op in result["missing"])
+
+
+def probe_ops_in_child(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child process: which operators of PROBED_DOMAINS OpenVINO's ONNX frontend cannot
+    convert at payload["opset"] (see OpenVinoFrontendOps)."""
+    import onnx
+    from onnx import TensorProto, defs, helper
+    from openvino.frontend import FrontEndManager
+
+    opset = payload["opset"]
+    newest: dict[tuple[str, str], defs.OpSchema] = {}
+    for schema in defs.get_all_schemas_with_history():
+        if schema.domain not in PROBED_DOMAINS or schema.deprecated:
+            continue
+        if schema.domain == "" and schema.since_version > opset:
+            continue
+        key = (schema.domain, schema.name)
+        if key not in newest or newest[key].since_version < schema.since_version:
+            newest[key] = schema
+    nodes, outputs, owner = [], [], {}
+    for index, ((domain, name), schema) in enumerate(sorted(newest.items())):
+        # As many inputs as the schema requires: converters index their inputs unchecked.
+        count = max(schema.min_input, 1) if schema.max_input > 0 else 0
+        names = [f"probe{index}_out{j}" for j in range(max(schema.min_output, 1))]
+        nodes.append(helper.make_node(name, ["x"] * count, names, name=f"probe{index}",
+                                      domain=domain))
+        outputs.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+        owner.update({n: (domain, name) for n in names})
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 1, 4, 4])], outputs)
+    ml_opset = max(s.since_version for (d, _), s in newest.items() if d == "ai.onnx.ml")
+    imports = [helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", ml_opset)]
+    path = Path(payload["folder"], "probe.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=imports), str(path))
+    frontend = FrontEndManager().load_by_framework("onnx")
+    converted = frontend.convert_partially(frontend.load(str(path)))
+    missing = set()
+    for op in converted.get_ordered_ops():
+        if op.get_type_name() == "ONNXFrameworkNode":
+            for port in op.outputs():
+                for tensor in port.get_names():
+                    if tensor in owner:
+                        missing.add(owner[tensor])
+    print(f"probed {len(newest)} ops at opset {opset}: {len(missing)} without a converter",
+          file=sys.stderr)
+    return {"missing": sorted(missing)}
+
+
+def _conversion_summary(exc: Exception) -> str:
+    """OpenVINO's conversion errors span many lines; keep the summary line when there is
+    one ("No conversion rule found for operations: ...")."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "No conversion rule" in line or "not supported" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

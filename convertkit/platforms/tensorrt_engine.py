@@ -1,0 +1,215 @@
+"""TensorRT engines for `gpu:tensorrt`: find a builder, build, run, or write the trtexec
+command for a machine that has TensorRT.
+
+Builders, in order: `tensorrt` on a machine with an NVIDIA GPU (it builds for that GPU);
+`tensorrt_rtx`, which builds ahead of time without a GPU for the compute capabilities it
+knows (SM75, SM80, SM86, SM89, SM120...; no SM90). Both take strongly typed networks:
+the ONNX model's own types decide the precision (TensorRT 11 removed --fp16).
+
+Verified here (no GPU): finding builders, the trtexec script, and tensorrt_rtx building
+an engine ahead of time. Building with `tensorrt` on a GPU and EngineRunner are written to
+TensorRT's documented Python API but have not run on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from convertkit.errors import ConversionError
+
+TRTEXEC_SCRIPT = "trtexec.sh"
+
+
+@dataclass(frozen=True)
+class Builder:
+    """The TensorRT module that can build here (None: none can), and why or why not."""
+
+    module: ModuleType | None
+    kind: str  # "tensorrt" | "tensorrt_rtx" | ""
+    reason: str
+    gpu_sm: int | None = None  # the compute capability of the GPU present
+
+
+def find_builder(sm: int | None) -> Builder:
+    """The builder for compute capability ``sm`` (None: the GPU present, or tensorrt_rtx's
+    default portable set)."""
+    gpu_sm = cuda_compute_capability()
+    reasons = []
+    if importlib.util.find_spec("tensorrt") is not None:
+        if gpu_sm is None:
+            reasons.append("tensorrt is installed but needs a GPU to build")
+        elif sm is not None and sm != gpu_sm:
+            reasons.append(f"tensorrt builds for the GPU present (sm{gpu_sm}), not sm{sm}")
+        else:
+            module = _import("tensorrt", reasons)
+            if module is not None:
+                return Builder(module, "tensorrt", f"for the GPU present (sm{gpu_sm})", gpu_sm)
+    if importlib.util.find_spec("tensorrt_rtx") is not None:
+        module = _import("tensorrt_rtx", reasons)
+        if module is not None:
+            known = sorted(int(name[2:]) for name in module.ComputeCapability.__members__
+                           if name.startswith("SM"))
+            if sm is None or sm in known:
+                return Builder(module, "tensorrt_rtx",
+                               f"ahead of time for sm{sm}" if sm else "for its default GPUs",
+                               gpu_sm)
+            reasons.append(f"tensorrt_rtx builds for {', '.join(f'sm{k}' for k in known)}, "
+                           f"not sm{sm}")
+    if not reasons:
+        reasons.append("neither tensorrt nor tensorrt_rtx is installed")
+    return Builder(None, "", "; ".join(reasons), gpu_sm)
+
+
+def build_engine(builder: Builder, onnx_path: Path, engine_path: Path,
+                 sm: int | None) -> list[str]:
+    """Parse ``onnx_path`` and write the serialised engine; the notes to report."""
+    trt = builder.module
+    assert trt is not None
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt_builder = trt.Builder(logger)
+    flags = 0
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed is not None:  # TensorRT 10.x needs it, 11.x and RTX ignore it
+        flags |= 1 << int(strongly_typed)
+    network = trt_builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise ConversionError(f"TensorRT's ONNX parser rejects the model: {errors[:400]}",
+                              hint="try another --opset, or see `trtexec --verbose`",
+                              code="tensorrt-parse-failed")
+    config = trt_builder.create_builder_config()
+    if builder.kind == "tensorrt_rtx" and sm is not None:
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
+    serialized = trt_builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ConversionError("TensorRT could not build an engine for the model",
+                              hint="rerun with --debug, or run trtexec.sh --verbose",
+                              code="tensorrt-build-failed")
+    engine_path.write_bytes(bytes(serialized))
+    where = (f"ahead of time for sm{sm}" if builder.kind == "tensorrt_rtx" and sm else
+             "for TensorRT-RTX's default GPUs (Ampere and later)"
+             if builder.kind == "tensorrt_rtx" else f"for the GPU present (sm{builder.gpu_sm})")
+    return [f"engine built by {builder.kind} {trt.__version__} {where}, strongly typed "
+            "(precision from the ONNX model's types)"]
+
+
+def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None) -> Path:
+    """trtexec.sh: the command that builds the engine from the model beside it."""
+    target = (f"# Run it on a machine with a GPU of compute capability {sm // 10}.{sm % 10} "
+              f"(sm{sm}).\n" if sm else "# Run it on the machine with the target GPU.\n")
+    script = out_dir / TRTEXEC_SCRIPT
+    script.write_text(
+        "#!/bin/sh\n"
+        "# Builds model.engine from the ONNX model beside this script with TensorRT's trtexec\n"
+        "# (TensorRT 10.12 or later). The network is strongly typed: the precision is the\n"
+        "# model's own (fp16 where convertkit converted it), which is why there is no --fp16\n"
+        "# (TensorRT 11 removed it).\n"
+        + target +
+        "set -e\n"
+        'cd "$(dirname "$0")"\n'
+        f"trtexec --onnx={model_path.name} --saveEngine=model.engine --stronglyTyped \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+@functools.cache
+def cuda_compute_capability() -> int | None:
+    """The compute capability of GPU 0 as a number (89 for 8.9), through the CUDA driver
+    library; None without a driver or a GPU."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
+        return None
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if (cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, 0) != 0
+            or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, 0) != 0):
+        return None
+    return major.value * 10 + minor.value
+
+
+def has_cuda_device() -> bool:
+    return cuda_compute_capability() is not None
+
+
+class EngineRunner:
+    """Runs a serialised engine on GPU 0, with torch's CUDA tensors for the buffers.
+    Unverified: written to TensorRT's Python API (execute_async_v3), not yet run on a GPU."""
+
+    def __init__(self, engine_path: Path) -> None:
+        self.engine_path = engine_path
+        self._context = None
+        self._engine = None
+
+    def __enter__(self) -> EngineRunner:
+        trt = _runtime_module()
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        self._engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self._engine is None:
+            raise ConversionError(f"TensorRT cannot load {self.engine_path.name}",
+                                  hint="build the engine on this GPU (trtexec.sh)",
+                                  code="runtime-load-failed")
+        self._context = self._engine.create_execution_context()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._context = self._engine = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        trt = _runtime_module()
+        engine, context = self._engine, self._context
+        assert engine is not None and context is not None, "use the runner inside a with block"
+        buffers, outputs = [], {}
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                value = np.ascontiguousarray(np.asarray(feeds[name]).astype(dtype))
+                context.set_input_shape(name, value.shape)
+                tensor = torch.from_numpy(value).cuda()
+            else:
+                shape = tuple(context.get_tensor_shape(name))
+                tensor = torch.empty(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype,
+                                     device="cuda")
+                outputs[name] = tensor
+            buffers.append(tensor)
+            context.set_tensor_address(name, tensor.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ConversionError("TensorRT failed to run the engine", code="runtime-failed")
+        stream.synchronize()
+        return {name: tensor.cpu().numpy().astype(np.float32)
+                if tensor.dtype == torch.float16 else tensor.cpu().numpy()
+                for name, tensor in outputs.items()}
+
+
+def _runtime_module() -> ModuleType:
+    for name in ("tensorrt", "tensorrt_rtx"):
+        if importlib.util.find_spec(name) is not None:
+            return importlib.import_module(name)
+    raise ConversionError("TensorRT is not installed", code="missing-tensorrt")
+
+
+def _import(name: str, reasons: list[str]) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # the registry's stub packages raise on import
+        reasons.append(f"{name} does not import ({type(exc).__name__}: {str(exc)[:120]})")
+        return None

@@ -1,0 +1,50 @@
+"""`-t cpu`: every CPU candidate built, checked and timed; the fastest that passes kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODELS = "tests/models/torch_models.py"
+
+
+def _cpu(report: dict) -> dict:
+    return next(a for a in report["artifacts"] if a["target"] == "cpu")
+
+
+def test_cpu_picks_the_fastest_passing_candidate_and_records_all(cli, tmp_path: Path) -> None:
+    result = cli("convert", f"{MODELS}:small_cnn", "-i", "x:2x3x16x16", "-t", "cpu",
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    cpu = _cpu(result.report)
+    candidates = cpu["candidates"]
+    labels = {(c["target"], c["precision"]) for c in candidates}
+    assert {("cpu:ort", "fp32"), ("cpu:ort", "int8"), ("cpu:openvino", "fp32"),
+            ("cpu:openvino", "int8")} <= labels
+    chosen = [c for c in candidates if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["status"] == "pass"
+    passing = [c["latency_ms"] for c in candidates if c["status"] == "pass"]
+    assert chosen[0]["latency_ms"] == min(passing)
+    assert cpu["path"] == chosen[0]["path"] and (tmp_path / "out" / cpu["path"]).is_file()
+    assert cpu["precision"] == chosen[0]["precision"]
+    assert all((tmp_path / "out" / c["path"]).is_file() for c in candidates if c["path"])
+    assert "<-- chosen" in result.stdout
+
+
+def test_precision_fp32_excludes_quantised_candidates(cli, tmp_path: Path) -> None:
+    result = cli("convert", f"{MODELS}:small_cnn", "-i", "x:2x3x16x16", "-t", "cpu",
+                 "--precision", "fp32", out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    candidates = _cpu(result.report)["candidates"]
+    assert {c["precision"] for c in candidates} == {"fp32"}
+    assert {c["target"] for c in candidates} == {"cpu:ort", "cpu:openvino"}
+
+
+def test_a_precision_a_target_cannot_build_is_a_usage_error(cli, tmp_path: Path) -> None:
+    result = cli("convert", f"{MODELS}:small_cnn", "-i", "x:2x3x16x16", "-t", "cpu:ort",
+                 "--precision", "bf16", out=tmp_path / "out")
+
+    assert result.exit_code == 2
+    assert "cpu:ort does not build bf16" in result.stderr
+    assert not (tmp_path / "out").exists()
