@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-deps lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+# Optional, best effort, never fails: headless Chromium from Debian's packages for the
+# test that opens report.html (without it that test is skipped and says why).
+test-deps:
+	-@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		(command -v apt-get >/dev/null 2>&1 && apt-get install -y --no-install-recommends \
+		chromium) || echo "chromium not installed: the HTML report test will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

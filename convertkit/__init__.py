@@ -1,7 +1,8 @@
 """convertkit: port deep-learning models across hardware through ONNX, with proof.
 
 ``convertkit.convert(source, out, inputs=[...], targets=[...])`` does what
-``convertkit convert`` does. Importing convertkit imports no ML framework.
+``convertkit convert`` does, ``convertkit.check(reference, candidate, out)`` what
+``convertkit check`` does. Importing convertkit imports no ML framework.
 """
 
 from __future__ import annotations
@@ -21,4 +22,11 @@ def convert(source: Any, out: Any, **options: Any) -> Report:
     return run(source, out, **options)
 
 
-__all__ = ["__version__", "convert"]
+def check(reference: Any, candidate: Any, out: Any = None, **options: Any) -> Report:
+    """See ``convertkit.comparison.check``."""
+    from convertkit.comparison import check as run
+
+    return run(reference, candidate, out, **options)
+
+
+__all__ = ["__version__", "check", "convert"]

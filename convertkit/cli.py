@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,10 +17,19 @@ from convertkit import __version__
 from convertkit.config import is_debug
 from convertkit.errors import ConvertkitError, UsageError
 
+if TYPE_CHECKING:
+    from convertkit.report import Report
+
 FRAMEWORKS = ("pytorch", "tensorflow", "paddle", "mindspore", "onnx")
 EXIT_CODES_HELP = """Exit codes: 0 every artifact built and passed its check; 1 a numerical
 check failed; 2 bad usage or unreadable input; 3 the conversion failed; 4 a needed
 framework or toolchain is missing. When several apply: the first of 2, 4, 3, 1."""
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEFAULT_FORMATS = "json,html,junit"
+BUDGET_FILE_HELP = ("A TOML file of budgets per precision, e.g. [fp16] atol = 0.02 "
+                    "rtol = 0.02; --atol/--rtol override it.")
+REPORT_FORMAT_HELP = ("Reports to write into the output folder, comma-separated: json "
+                      "(always), html (report.html), junit (junit.xml).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,43 +54,99 @@ def cli() -> None:
               "always built. `convertkit targets` lists them.")
 @click.option("--data", type=click.Path(), help="An .npz of real inputs for the check.")
 @click.option("--weights", type=click.Path(), help="Weights to load into the model a "
-              "FILE.py:NAME factory returns (a PyTorch state_dict).")
+              "FILE.py:NAME factory returns (a PyTorch state_dict, a Keras .weights.h5).")
 @click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset to export or convert to.")
+@click.option("--signature", metavar="NAME", help="TensorFlow: the SavedModel or TFLite "
+              "signature (or tf.Module tf.function) to convert; default serving_default, "
+              "or the only one.")
+@click.option("--output", "output_names", multiple=True, metavar="TENSOR",
+              help="Frozen GraphDef (.pb): an output tensor, e.g. logits or logits:0. "
+              "Repeatable or comma-separated.")
+@click.option("--inputs-as-nchw", "inputs_as_nchw", multiple=True, metavar="NAME",
+              help="TensorFlow: make this NHWC input NCHW in the ONNX model (and in -i, "
+              "--data and the check feeds). Repeatable or comma-separated.")
+@click.option("--trust-code", is_flag=True, help="Keras .keras/.h5: allow Python code in the "
+              "file (Lambda layers) to be deserialised. Only for files you trust.")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Precision to build at (default: each target's best); with `-t cpu` "
+              "it limits the candidates.")
 @click.option("--optimize/--no-optimize", default=True, show_default=True,
               help="Constant folding, dead-node removal and standard fusions on the ONNX "
               "model (checked like every artifact).")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance of the check.")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance of the check.")
+@click.option("--budget-file", type=click.Path(), help=BUDGET_FILE_HELP)
+@click.option("--report-format", "report_formats", default=DEFAULT_FORMATS, show_default=True,
+              help=REPORT_FORMAT_HELP)
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
 def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...],
             targets: tuple[str, ...], data: str | None, weights: str | None,
-            opset: int | None, optimize: bool, atol: float | None, rtol: float | None,
-            force: bool, debug: bool) -> None:
+            opset: int | None, signature: str | None, output_names: tuple[str, ...],
+            inputs_as_nchw: tuple[str, ...], trust_code: bool, precision: str | None,
+            optimize: bool, atol: float | None, rtol: float | None,
+            budget_file: str | None, report_formats: str, force: bool, debug: bool) -> None:
     """Convert SOURCE for each target and check every artifact against SOURCE.
 
-    SOURCE is a model file or folder (.onnx, TorchScript .pt, ExportedProgram .pt2), or
-    FILE.py:NAME / package.module:NAME naming a model or a function that returns one.
+    SOURCE is a model file or folder (.onnx, TorchScript .pt, ExportedProgram .pt2,
+    SavedModel folder, .keras, .h5, .tflite, frozen GraphDef .pb), or FILE.py:NAME /
+    package.module:NAME naming a model or a function that returns one.
     """
     from convertkit.pipeline import convert as run_conversion
-    from convertkit.report import format_table
 
     report = run_conversion(
         source, out, framework=framework, inputs=inputs, targets=targets, data=data,
-        weights=weights, opset=opset, optimize=optimize, atol=atol, rtol=rtol, force=force,
+        weights=weights, opset=opset, optimize=optimize, precision=precision, atol=atol,
+        rtol=rtol, force=force,
+        signature=signature, output_names=output_names, inputs_as_nchw=inputs_as_nchw,
+        trust_code=trust_code, budget_file=budget_file, report_formats=report_formats,
         show_framework_output=debug or is_debug(),
         progress=lambda message: click.echo(f"... {message}", err=True),
     )
-    if report.artifacts:
-        click.echo(format_table(report))
-    if report.error:
-        _print_error(report.error["message"], report.error["hint"])
-    for artifact in report.artifacts:
-        if artifact.error:
-            _print_error(f"{artifact.target}: {artifact.error['message']}",
-                         artifact.error["hint"])
-    click.echo(f"status: {report.status}   report: {out}/report.json")
-    sys.exit(report.exit_code)
+    _render_and_exit(report, f"report: {out}/report.json")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("reference")
+@click.argument("candidate")
+@click.option("-o", "--out", "out", type=click.Path(),
+              help="Output folder for the reports and repro/, written whole or not at all. "
+              "Without it nothing is written.")
+@click.option("-f", "--framework", type=click.Choice(FRAMEWORKS),
+              help="Framework of a side that is a source model (default: detected).")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
+              help="An input of the reference, as for convert. Repeatable.")
+@click.option("--data", type=click.Path(), help="An .npz of real inputs for both models.")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Budget to judge by (default: the looser of the two models' precisions).")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance of the check.")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance of the check.")
+@click.option("--budget-file", type=click.Path(), help=BUDGET_FILE_HELP)
+@click.option("--report-format", "report_formats", default=DEFAULT_FORMATS, show_default=True,
+              help=REPORT_FORMAT_HELP)
+@click.option("--localize/--no-localize", default=True, show_default=True,
+              help="Find the first diverging node when a check fails.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
+def check(reference: str, candidate: str, out: str | None, framework: str | None,
+          inputs: tuple[str, ...], data: str | None, precision: str | None,
+          atol: float | None, rtol: float | None, budget_file: str | None,
+          report_formats: str, localize: bool, force: bool, debug: bool) -> None:
+    """Compare CANDIDATE with REFERENCE on the same inputs, under a budget.
+
+    Each is an ONNX model (fp32, fp16 or quantised), an OpenVINO IR (.xml + .bin), a
+    source model (any SOURCE convert takes) or a folder written by convert.
+    """
+    from convertkit.comparison import check as run_check
+
+    report = run_check(
+        reference, candidate, out, framework=framework, inputs=inputs, data=data,
+        precision=precision, atol=atol, rtol=rtol, budget_file=budget_file,
+        report_formats=report_formats, localize=localize, force=force,
+        show_framework_output=debug or is_debug(),
+        progress=lambda message: click.echo(f"... {message}", err=True),
+    )
+    _render_and_exit(report, f"report: {out}/report.json" if out else "no -o: nothing written")
 
 
 @cli.command()
@@ -146,6 +212,68 @@ def inspect(source: str, targets: tuple[str, ...], framework: str | None,
     click.echo(json.dumps(inspection.to_dict(), indent=2) if as_json
                else format_inspection(inspection))
     sys.exit(inspection.exit_code)
+
+
+BATCH_EXIT_CODES_HELP = """Exit codes: 0 every job passed; 1 a numerical check failed;
+2 the manifest or the command is wrong (nothing ran); 3 a job failed to convert (unsupported
+op, shape, crash, timeout, ...); 4 a job's framework or toolchain is missing. When several
+apply: the first of 2, 4, 3, 1."""
+
+
+@cli.command(epilog=BATCH_EXIT_CODES_HELP)
+@click.argument("manifest", type=click.Path())
+@click.option("-o", "--out", "out", required=True, type=click.Path(),
+              help="Output folder: jobs/NAME per job, summary.json, summary.html, junit.xml.")
+@click.option("-j", "--jobs", "parallel", type=click.IntRange(min=1),
+              help="Jobs run at once (local default: the number of cores; ray: no limit).")
+@click.option("--executor", type=click.Choice(("local", "ray")), default="local",
+              show_default=True, help="Run jobs here, or as Ray tasks.")
+@click.option("--address", help="Ray cluster to use (HOST:PORT, or `auto`); default: start "
+              "a local Ray instance.")
+@click.option("--resume", is_flag=True, help="Finish a batch that was interrupted (complete "
+              "jobs are kept).")
+@click.option("--no-cache", "no_cache", is_flag=True, help="Redo every job, even those whose "
+              "inputs are unchanged.")
+def batch(manifest: str, out: str, parallel: int | None, executor: str, address: str | None,
+          resume: bool, no_cache: bool) -> None:
+    """Convert and check every model of MANIFEST (YAML), each job in its own process.
+
+    A job whose inputs (source files, options, convertkit and toolchain versions) are
+    unchanged since its last complete run in OUT is not redone.
+    """
+    from convertkit.batch.driver import run_batch
+    from convertkit.batch.progress import ProgressDisplay
+    from convertkit.batch.summary import format_summary
+
+    display = ProgressDisplay(lambda text: click.echo(text, err=True, nl=False),
+                              is_tty=sys.stderr.isatty())
+    try:
+        summary = run_batch(manifest, out, parallel=parallel, executor=executor,
+                            address=address, resume=resume, use_cache=not no_cache,
+                            progress=display)
+    finally:
+        display.close()
+    click.echo(format_summary(summary))
+    sys.exit(summary.exit_code)
+
+
+def _render_and_exit(report: Report, where: str) -> None:
+    """The table, the findings under it, every error, the status line; exit with the
+    report's code."""
+    from convertkit.report import format_findings, format_table
+
+    if report.artifacts:
+        click.echo(format_table(report))
+    for line in format_findings(report):
+        click.echo(line)
+    if report.error:
+        _print_error(report.error["message"], report.error["hint"])
+    for artifact in report.artifacts:
+        if artifact.error:
+            _print_error(f"{artifact.target}: {artifact.error['message']}",
+                         artifact.error["hint"])
+    click.echo(f"status: {report.status}   {where}")
+    sys.exit(report.exit_code)
 
 
 def _print_error(message: str, hint: str) -> None:

@@ -31,3 +31,18 @@ def child_environment() -> dict[str, str]:
 def is_debug() -> bool:
     """CONVERTKIT_DEBUG=1 has the same effect as --debug."""
     return os.environ.get("CONVERTKIT_DEBUG", "") not in ("", "0")
+
+
+# Thread-pool sizes of the math libraries the frameworks use, set per batch job so that
+# parallel jobs share the cores instead of each taking all of them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def job_environment(threads: int | None) -> dict[str, str]:
+    """The environment of one batch job: the child environment, with its math threads
+    limited to ``threads`` when given."""
+    env = child_environment()
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    return env

@@ -51,9 +51,14 @@ def inspect_model(
     source_ref = SourceRef.parse(source)
     source_ref.validate()
     specs = [InputSpec.parse(text) for text in inputs]
-    requested = [TargetSpec.parse(t) for t in targets] or [
-        TargetSpec(p.family.value, None if p.name == p.family.value else p.name)
-        for p in load_platforms().values()]
+    every = [TargetSpec(p.family.value, None if p.name == p.family.value else p.name)
+             for p in load_platforms().values()]
+    requested = []
+    for target in [TargetSpec.parse(t) for t in targets] or every:
+        if target == TargetSpec("cpu"):  # convert picks among every CPU platform: show each
+            requested += [t for t in every if t.family == "cpu"]
+        else:
+            requested.append(target)
     platforms = resolve_targets(requested)
     if targets and TargetSpec("onnx") not in requested:
         platforms.pop(TargetSpec("onnx"))  # convert always builds it; inspect shows what's asked

@@ -10,6 +10,7 @@ passing that environment's interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -113,7 +114,20 @@ def _last_line(log_path: Path) -> str:
     return f": {lines[-1][:200]}" if lines else ""
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child when the process that started it dies (even by
+    kill -9), so that no export is left running behind a dead CLI."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _child_main(function: str, payload_path: str, result_path: str) -> None:
+    _die_with_parent()
     module_name, _, attribute = function.partition(":")
     payload = json.loads(Path(payload_path).read_text())
     try:

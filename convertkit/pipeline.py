@@ -7,15 +7,24 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from convertkit import __version__
 from convertkit.adapters import Lowered, LowerRequest, lower
-from convertkit.check.budgets import budget_for
+from convertkit.check.budgets import (
+    CHECK_RULE,
+    BudgetTable,
+    budget_for,
+    budget_table_dict,
+    load_budget_file,
+)
 from convertkit.check.inputs import load_arrays
 from convertkit.check.metrics import OutputMetrics, compare_outputs
+from convertkit.comparison import localize_failures
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.ir.hub import HubRecord, build_hub
 from convertkit.ir.info import OnnxInfo, describe
@@ -24,14 +33,17 @@ from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
 from convertkit.platforms import BuildOptions, Platform, plan_target
 from convertkit.platforms.ort_runner import OrtRunner
-from convertkit.registry import adapter_names, load_adapter, resolve_target
+from convertkit.registry import adapter_names, load_adapter, load_platforms, resolve_target
 from convertkit.report import ArtifactResult, Report, error_record
-from convertkit.spec import InputSpec, Precision, SourceRef, Status, TargetSpec
+from convertkit.reports import DEFAULT_REPORT_FORMATS, parse_report_formats, write_reports
+from convertkit.selection import CandidateRecord, candidates, fastest_passing, median_latency_ms
+from convertkit.spec import Family, InputSpec, Precision, SourceRef, Status, TargetSpec
 from convertkit.staging import check_output_folder, staged_folder
 
 log = logging.getLogger(__name__)
 
 ONNX_TARGET = TargetSpec("onnx")
+AUTO_CPU_TARGET = TargetSpec("cpu")  # no toolchain named: pick the fastest that passes
 HUB_MODEL = Path("onnx") / "model.onnx"
 LOG_FILE = Path("logs") / "export.log"
 WORK_DIR = Path(".work")  # scratch inside the staged output, removed before it lands
@@ -47,9 +59,16 @@ def convert(
     data: str | Path | None = None,
     weights: str | Path | None = None,
     opset: int | None = None,
+    signature: str | None = None,
+    output_names: Sequence[str] = (),
+    inputs_as_nchw: Sequence[str] = (),
+    trust_code: bool = False,
     optimize: bool = True,
+    precision: str | Precision | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    budget_file: str | Path | None = None,
+    report_formats: str | Sequence[str] = DEFAULT_REPORT_FORMATS,
     force: bool = False,
     show_framework_output: bool = False,
     progress: Callable[[str], None] = lambda message: None,
@@ -64,8 +83,14 @@ def convert(
     input_specs = tuple(s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs)
     platforms = resolve_targets(
         [t if isinstance(t, TargetSpec) else TargetSpec.parse(t) for t in targets])
+    wanted_precision = _parse_precision(precision)
+    for target, platform in platforms.items():
+        if target not in (ONNX_TARGET, AUTO_CPU_TARGET):
+            _options_for(platform, target, BuildOptions(), wanted_precision)  # fail early
     data_path = _existing(data, "--data")
     weights_path = _existing(weights, "--weights")
+    budgets = load_budget_file(budget_file) if budget_file is not None else None
+    formats = parse_report_formats(report_formats)
     out_path = Path(out)
     check_output_folder(out_path, force, [source_ref.path, data_path, weights_path])
     framework = framework or detect_framework(source_ref)
@@ -74,7 +99,9 @@ def convert(
     with staged_folder(out_path) as staging:
         work = staging / WORK_DIR
         request = LowerRequest(source_ref, input_specs, staging / "check", data_path,
-                               weights_path, opset)
+                               weights_path, opset, signature=signature,
+                               output_names=_names(output_names),
+                               inputs_as_nchw=_names(inputs_as_nchw), trust_code=trust_code)
         source_record = {"text": source_ref.text, "framework": framework}
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
@@ -91,7 +118,7 @@ def convert(
         except ConvertkitError as error:
             shutil.rmtree(work, ignore_errors=True)
             report = Report(source_record, error=error_record(error), version=__version__)
-            report.write(staging / "report.json")
+            write_reports(report, staging, formats)
             return report
 
         hub_model = load_model(staging / HUB_MODEL, load_external_data=False)
@@ -99,14 +126,20 @@ def convert(
         source_record.update(_source_record(lowered, hub_info, hub))
         feeds = load_arrays(lowered.feeds_path)
         reference = load_arrays(lowered.reference_path)
+        context = _CheckContext(
+            staging, hub_model, hub_info, lowered.inputs, feeds, reference, atol, rtol,
+            budgets, BuildOptions(wanted_precision, lowered.feeds_path, data_path is not None))
         results = []
         for target, platform_class in platforms.items():
             progress(f"building {target}")
-            result = _build_and_check(platform_class(), target, staging, hub_model, hub_info,
-                                      lowered.inputs, feeds, reference, atol, rtol)
+            if target == AUTO_CPU_TARGET:
+                result = _select_cpu(context, wanted_precision, progress)
+            else:
+                result = _build_and_check(context, platform_class(), target)
             if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
                 result = _blame_optimization(result, exported, feeds, reference)
             results.append(result)
+        results = localize_failures(results, staging, HUB_MODEL, feeds, out_path)
         shutil.rmtree(work, ignore_errors=True)
         report = Report(
             source=source_record,
@@ -115,12 +148,14 @@ def convert(
                           f"seeded random values (seed {request.seed})",
                 "feeds": str(lowered.feeds_path.relative_to(staging)),
                 "reference": str(lowered.reference_path.relative_to(staging)),
-                "rule": "|actual - reference| <= atol + rtol * |reference|, elementwise",
+                "rule": CHECK_RULE,
+                "budgets": budget_table_dict(budgets),
+                "budget_file": str(budget_file) if budget_file is not None else None,
             },
             artifacts=tuple(results),
             version=__version__,
         )
-        report.write(staging / "report.json")
+        write_reports(report, staging, formats)
     return report
 
 
@@ -143,49 +178,138 @@ def detect_framework(source: SourceRef) -> str:
 
 
 def resolve_targets(targets: Sequence[TargetSpec]) -> dict[TargetSpec, type[Platform]]:
-    """`onnx` first, then each target under its full name (`cpu` becomes `cpu:ort`),
-    duplicates dropped. Unknown targets raise a UsageError."""
+    """`onnx` first, then each target under its full name (`gpu` becomes `gpu:fp16`; `cpu`
+    stays: it picks among every CPU platform), duplicates dropped. Unknown targets raise a
+    UsageError."""
     resolved: dict[TargetSpec, type[Platform]] = {}
     for target in [ONNX_TARGET, *targets]:
         platform = resolve_target(target)
+        if target == AUTO_CPU_TARGET:
+            resolved.setdefault(target, platform)  # every CPU platform competes (selection.py)
+            continue
         if platform.name != target.family:
             target = TargetSpec(target.family, platform.name, target.device)
         resolved.setdefault(target, platform)
     return resolved
 
 
-def _build_and_check(platform: Platform, target: TargetSpec, staging: Path, hub_model,
-                     hub_info: OnnxInfo, inputs: Sequence[InputSpec],
-                     feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-                     atol: float | None, rtol: float | None) -> ArtifactResult:
-    out_dir = staging / (HUB_MODEL.parent if target == ONNX_TARGET else
-                         str(target).replace(":", "-").replace("@", "-"))
+@dataclass(frozen=True)
+class _CheckContext:
+    """What every target's build and check share within one conversion."""
+
+    staging: Path
+    hub_model: onnx.ModelProto
+    hub_info: OnnxInfo
+    inputs: Sequence[InputSpec]
+    feeds: Mapping[str, np.ndarray]
+    reference: Mapping[str, np.ndarray]
+    atol: float | None
+    rtol: float | None
+    budgets: BudgetTable | None
+    options: BuildOptions
+
+
+def _build_and_check(context: _CheckContext, platform: Platform, target: TargetSpec,
+                     out_dir: Path | None = None, precision: Precision | None = None,
+                     measure_latency: bool = False) -> ArtifactResult:
+    staging = context.staging
+    if out_dir is None:
+        out_dir = staging / (HUB_MODEL.parent if target == ONNX_TARGET else
+                             str(target).replace(":", "-").replace("@", "-"))
     try:
-        plan = plan_target(platform, target, hub_model, hub_info, inputs)
+        plan = plan_target(platform, target, context.hub_model, context.hub_info,
+                           context.inputs)
         if plan.problems:
             raise ConversionError(
                 f"{target} cannot take this model: " + "; ".join(plan.problems),
                 hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
                 code="preflight-rejected",
             )
-        model_path = prepare(staging / HUB_MODEL, plan, inputs, out_dir / "prepared.onnx")
-        artifact = platform.build(model_path, target, out_dir, BuildOptions())
+        options = _options_for(platform, target, context.options, precision)
+        model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
+                             out_dir / "prepared.onnx")
+        artifact = platform.build(model_path, target, out_dir, options)
         notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
         relative = str(artifact.path.relative_to(staging))
-        budget = budget_for(artifact.precision, atol, rtol)
+        budget = budget_for(artifact.precision, context.atol, context.rtol, context.budgets)
+        if artifact.is_prepared_only:
+            return ArtifactResult(str(target), Status.PREPARED, relative,
+                                  artifact.precision.value, budget,
+                                  notes=(*notes, "not built here: no toolchain here builds it; "
+                                         "the files beside it are ready for one"))
         runner = platform.open(artifact)
         if runner is None:
             return ArtifactResult(str(target), Status.BUILT, relative,
                                   artifact.precision.value, budget,
                                   notes=(*notes, "not run: no runtime for it here"))
+        latency_ms = None
         with runner:
-            outputs = runner.run(feeds)
-        metrics = tuple(compare_outputs(outputs, reference, budget))
+            outputs = runner.run(context.feeds)
+            metrics = tuple(compare_outputs(outputs, context.reference, budget))
+            if measure_latency and _verdict(metrics) == Status.PASS:
+                latency_ms = median_latency_ms(lambda: runner.run(context.feeds))
         return ArtifactResult(str(target), _verdict(metrics), relative,
-                              artifact.precision.value, budget, metrics, notes)
+                              artifact.precision.value, budget, metrics, notes,
+                              latency_ms=latency_ms)
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+
+
+def _options_for(platform: Platform, target: TargetSpec, options: BuildOptions,
+                 precision: Precision | None) -> BuildOptions:
+    """The build options with the precision this build makes: the one asked of it, else
+    --precision, else the platform's default. The onnx target is always fp32."""
+    wanted = precision or options.precision
+    if target == ONNX_TARGET or wanted is None:
+        return replace(options, precision=platform.precisions[0])
+    if wanted not in platform.precisions:
+        raise UsageError(
+            f"{target} does not build {wanted.value}",
+            hint=f"it builds {', '.join(p.value for p in platform.precisions)}; "
+            "drop --precision or choose another target",
+            code="precision-unsupported")
+    return replace(options, precision=wanted)
+
+
+def _select_cpu(context: _CheckContext, precision: Precision | None,
+                progress: Callable[[str], None]) -> ArtifactResult:
+    """`-t cpu`: build and check every CPU candidate, time those that pass, keep the
+    fastest. The result is the chosen candidate's, with every candidate listed."""
+    found = candidates(load_platforms().values(), Family.CPU, precision)
+    if not found:
+        error = UsageError(f"no CPU platform here builds {precision.value if precision else ''}",
+                           hint="`convertkit targets` lists the CPU targets",
+                           code="no-candidate")
+        return ArtifactResult(str(AUTO_CPU_TARGET), Status.ERROR, error=error_record(error))
+    records, results = [], []
+    for candidate in found:
+        progress(f"building cpu candidate {candidate.target} {candidate.precision.value}")
+        result = _build_and_check(context, candidate.platform(), candidate.target,
+                                  context.staging / candidate.folder, candidate.precision,
+                                  measure_latency=True)
+        results.append(result)
+        worst = max((m for m in result.outputs if m.max_abs is not None),
+                    key=lambda m: m.max_abs, default=None)
+        records.append(CandidateRecord(
+            str(candidate.target), candidate.precision.value, result.status, result.path,
+            result.latency_ms, worst.max_abs if worst else None,
+            min((m.cosine for m in result.outputs if m.cosine is not None), default=None),
+            reason=result.error["message"] if result.error else ""))
+    chosen = fastest_passing(records)
+    if chosen is None:
+        status = Status.FAIL if any(r.status == Status.FAIL for r in records) else Status.ERROR
+        first_error = next((r.error for r in results if r.error), None)
+        return ArtifactResult(str(AUTO_CPU_TARGET), status, candidates=tuple(records),
+                              notes=("no candidate passed its budget",),
+                              error=first_error if status == Status.ERROR else None)
+    records[chosen] = replace(records[chosen], chosen=True)
+    best = results[chosen]
+    note = (f"chose {records[chosen].target} {records[chosen].precision}: the fastest of "
+            f"{sum(r.status == Status.PASS for r in records)} candidates that passed "
+            f"({best.latency_ms:.2f} ms median)")
+    return replace(best, target=str(AUTO_CPU_TARGET), notes=(note, *best.notes),
+                   candidates=tuple(records))
 
 
 def _verdict(metrics: Sequence[OutputMetrics]) -> Status:
@@ -211,13 +335,36 @@ def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: HubRecord) -> dict
     return {
         "exporter": lowered.exporter,
         "notes": list(lowered.notes) + list(hub.notes),
-        "inputs": [s.to_dict() for s in lowered.inputs],
+        "inputs": [_input_record(s, lowered) for s in lowered.inputs],
         "outputs": list(lowered.output_names),
         "onnx": {"path": str(HUB_MODEL), "opset": hub_info.opset,
                  "ir_version": hub_info.ir_version, "nodes": hub_info.node_count,
                  "optimization": hub.optimization.to_dict() if hub.optimization else None},
         "log": str(LOG_FILE),
     }
+
+
+def _input_record(spec: InputSpec, lowered: Lowered) -> dict:
+    record = spec.to_dict()
+    if spec.name in lowered.nchw_inputs:  # --inputs-as-nchw: say which layout each side saw
+        record.update(layout="NCHW", source_layout="NHWC")
+    return record
+
+
+def _names(values: Sequence[str]) -> tuple[str, ...]:
+    """Repeated and comma-separated names (--output a,b --output c), in order."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def _parse_precision(precision: str | Precision | None) -> Precision | None:
+    if precision is None or isinstance(precision, Precision):
+        return precision
+    try:
+        return Precision(precision.lower())
+    except ValueError:
+        raise UsageError(f"unknown precision {precision!r}",
+                         hint=f"use one of: {', '.join(p.value for p in Precision)}",
+                         code="bad-precision") from None
 
 
 def _existing(path: str | Path | None, option: str) -> Path | None:

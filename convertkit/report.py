@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convertkit.check.budgets import Budget
 from convertkit.check.metrics import OutputMetrics
 from convertkit.errors import ConvertkitError
 from convertkit.spec import Status
+
+if TYPE_CHECKING:
+    from convertkit.check.localize import Localization
+    from convertkit.selection import CandidateRecord
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +33,11 @@ class ArtifactResult:
     outputs: tuple[OutputMetrics, ...] = ()
     notes: tuple[str, ...] = ()
     error: dict[str, Any] | None = None
+    # Where a failed artifact first leaves the budget (set when it could be localised).
+    localization: Localization | None = None
+    duration_s: float | None = None  # time to run and check it, when measured
+    latency_ms: float | None = None  # median run time, measured when choosing among candidates
+    candidates: tuple[CandidateRecord, ...] = ()  # `-t cpu`: every candidate considered
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +46,9 @@ class ArtifactResult:
             "budget": self.budget.to_dict() if self.budget else None,
             "metrics": {m.name: m.to_dict() for m in self.outputs},
             "notes": list(self.notes), "error": self.error,
+            "localization": self.localization.to_dict() if self.localization else None,
+            "duration_s": self.duration_s, "latency_ms": self.latency_ms,
+            "candidates": [c.to_dict() for c in self.candidates],
         }
 
 
@@ -47,6 +59,7 @@ class Report:
     artifacts: tuple[ArtifactResult, ...] = ()
     error: dict[str, Any] | None = None  # the source could not be lowered at all
     version: str = ""
+    command: str = "convert"  # the command that wrote it: convert or check
 
     @property
     def status(self) -> str:
@@ -77,8 +90,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_VERSION, "convertkit_version": self.version,
-            "status": self.status, "exit_code": self.exit_code, "source": self.source,
-            "check": self.check, "error": self.error,
+            "command": self.command, "status": self.status, "exit_code": self.exit_code,
+            "source": self.source, "check": self.check, "error": self.error,
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
 
@@ -105,6 +118,41 @@ def format_table(report: Report) -> str:
              for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_findings(report: Report) -> list[str]:
+    """A few lines under the table for each failed artifact: where it diverges first and
+    the command that reproduces it."""
+    lines = []
+    for artifact in report.artifacts:
+        lines.extend(_candidate_lines(artifact))
+        if artifact.status != Status.FAIL:
+            continue
+        localization = artifact.localization
+        if localization is None:
+            lines.extend(f"{artifact.target}: {note}" for note in artifact.notes
+                         if note.startswith("not localised"))
+            continue
+        lines.append(f"{artifact.target}: {localization.summary()}")
+        repro = localization.repro
+        if repro is not None:
+            label = "repro" if repro.reproduced else "repro (does not reproduce on its own)"
+            lines.append(f"  {label}: {repro.command}")
+    return lines
+
+
+def _candidate_lines(artifact: ArtifactResult) -> list[str]:
+    """`-t cpu`: one short line per candidate, the chosen one marked."""
+    if not artifact.candidates:
+        return []
+    lines = [f"{artifact.target}: candidates (median latency on this machine)"]
+    for c in artifact.candidates:
+        timing = f"{c.latency_ms:8.2f} ms" if c.latency_ms is not None else "       - ms"
+        mark = "  <-- chosen" if c.chosen else ""
+        detail = f"  {c.reason[:70]}" if c.reason else ""
+        lines.append(f"  {c.target + ' ' + c.precision:<22} {c.status.value:<6} {timing}"
+                     f"  max abs {_number(c.max_abs)}{mark}{detail}")
+    return lines
 
 
 def _number(value: float | None, spec: str = ".2e") -> str:

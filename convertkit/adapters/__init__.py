@@ -30,6 +30,11 @@ class LowerRequest:
     weights_path: Path | None = None
     opset: int | None = None
     seed: int = DEFAULT_SEED
+    # Options only some adapters take (see ``Adapter.options``); the others refuse them.
+    signature: str | None = None  # --signature: a SavedModel/TFLite signature or method
+    output_names: tuple[str, ...] = ()  # --output: output tensors of a frozen GraphDef
+    inputs_as_nchw: tuple[str, ...] = ()  # --inputs-as-nchw: NHWC inputs made NCHW in ONNX
+    trust_code: bool = False  # --trust-code: let a model file deserialise Python code
 
     @property
     def export_path(self) -> Path:
@@ -49,7 +54,9 @@ class LowerRequest:
             "work_dir": str(self.work_dir),
             "data_path": str(self.data_path) if self.data_path else None,
             "weights_path": str(self.weights_path) if self.weights_path else None,
-            "opset": self.opset, "seed": self.seed,
+            "opset": self.opset, "seed": self.seed, "signature": self.signature,
+            "output_names": list(self.output_names),
+            "inputs_as_nchw": list(self.inputs_as_nchw), "trust_code": self.trust_code,
         }
 
     @staticmethod
@@ -60,7 +67,10 @@ class LowerRequest:
             work_dir=Path(data["work_dir"]),
             data_path=Path(data["data_path"]) if data["data_path"] else None,
             weights_path=Path(data["weights_path"]) if data["weights_path"] else None,
-            opset=data["opset"], seed=data["seed"],
+            opset=data["opset"], seed=data["seed"], signature=data.get("signature"),
+            output_names=tuple(data.get("output_names", ())),
+            inputs_as_nchw=tuple(data.get("inputs_as_nchw", ())),
+            trust_code=bool(data.get("trust_code", False)),
         )
 
 
@@ -76,6 +86,9 @@ class Lowered:
     inputs: tuple[InputSpec, ...]
     output_names: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    # Inputs that are NCHW in the ONNX model and the check feeds, and that the source
+    # framework was fed transposed to NHWC (--inputs-as-nchw).
+    nchw_inputs: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +96,7 @@ class Lowered:
             "feeds_path": str(self.feeds_path), "reference_path": str(self.reference_path),
             "exporter": self.exporter, "inputs": [s.to_dict() for s in self.inputs],
             "output_names": list(self.output_names), "notes": list(self.notes),
+            "nchw_inputs": list(self.nchw_inputs),
         }
 
     @staticmethod
@@ -93,11 +107,21 @@ class Lowered:
             exporter=data["exporter"],
             inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
             output_names=tuple(data["output_names"]), notes=tuple(data["notes"]),
+            nchw_inputs=tuple(data.get("nchw_inputs", ())),
         )
+
+
+# LowerRequest fields that only some adapters take, and the CLI flag that sets each. An
+# adapter lists those it takes in ``options``; a request that sets any other is refused.
+ADAPTER_OPTIONS: dict[str, str] = {
+    "signature": "--signature", "output_names": "--output",
+    "inputs_as_nchw": "--inputs-as-nchw", "trust_code": "--trust-code",
+}
 
 
 class Adapter(Protocol):
     name: ClassVar[str]
+    options: ClassVar[frozenset[str]]  # which of ADAPTER_OPTIONS it takes (may be absent)
 
     def detect(self, source: SourceRef) -> bool:
         """Whether ``source`` is this framework's, judged from file names and contents
@@ -113,6 +137,7 @@ class Adapter(Protocol):
 def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool = False,
           timeout_s: float | None = None, log_shown_as: str | None = None) -> Lowered:
     """Run ``framework``'s adapter on ``request`` in a child process."""
+    check_adapter_options(framework, request)
     result = run_in_child(
         "convertkit.adapters:lower_in_child",
         {"framework": framework, "request": request.to_dict()},
@@ -120,6 +145,29 @@ def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool =
         log_path=log_path, echo=echo, timeout_s=timeout_s, log_shown_as=log_shown_as,
     )
     return Lowered.from_dict(result)
+
+
+def check_adapter_options(framework: str, request: LowerRequest) -> None:
+    """Refuse options the framework's adapter does not take, rather than ignore them."""
+    from convertkit.errors import UsageError
+    from convertkit.registry import adapter_names, load_adapter
+
+    accepted = getattr(load_adapter(framework), "options", frozenset())
+    for option, flag in ADAPTER_OPTIONS.items():
+        if getattr(request, option) and option not in accepted:
+            takers = []
+            for name in adapter_names():
+                try:
+                    other = load_adapter(name)
+                except Exception:  # a broken third-party adapter must not hide this error
+                    continue
+                if option in getattr(other, "options", frozenset()):
+                    takers.append(name)
+            raise UsageError(
+                f"{flag} does not apply to {framework} sources",
+                hint=f"drop {flag}" + (f"; it applies to {' and '.join(takers)} sources"
+                                       if takers else ""),
+                code="option-not-applicable")
 
 
 def lower_in_child(payload: dict) -> dict:

@@ -83,10 +83,16 @@ class PyTorchAdapter:
 def _import_torch():
     try:
         import torch
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise MissingDependencyError(
             "PyTorch is not installed", hint="pip install 'convertkit[torch]'",
             code="missing-torch",
+        ) from exc
+    except ImportError as exc:  # installed, but broken or short of memory while loading
+        raise ConversionError(
+            f"PyTorch is installed but failed to import: {_first_line(exc)}",
+            hint="check the environment (memory limits, mixed CUDA/CPU wheels)",
+            code="environment",
         ) from exc
     return torch
 
@@ -271,6 +277,12 @@ def _run(loaded: _LoadedModel, feeds: dict, specs: list[InputSpec], request: Low
     try:
         return loaded.call(feeds)
     except Exception as exc:
+        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+            raise ConversionError(
+                f"out of memory running the model: {_first_line(exc)}",
+                hint="give the process more memory, or declare smaller inputs with -i",
+                code="out-of-memory",
+            ) from exc
         shapes = ", ".join(str(s) for s in specs)
         raise UsageError(
             f"the model rejects inputs {shapes}: {type(exc).__name__}: {_first_line(exc)}",

@@ -4,36 +4,145 @@ The pass rule is elementwise ``|actual - expected| <= atol + rtol * |expected|``
 relative term lets large-valued outputs (an untrained ResNet-50 reaches 1e3, a random
 DenseNet 3e7) pass when they agree in relative terms, the absolute term covers values
 near zero.
+
+int8 is judged differently: by the cosine similarity of each output with its reference
+and, for outputs shaped like class scores, by top-1 agreement and top-5 overlap
+(``min_cosine``, ``min_top1``, ``min_top5``; see ``Budget``).
+
+The defaults below can be overridden per precision by a TOML file (``--budget-file``)::
+
+    [fp16]
+    atol = 0.02
+    rtol = 0.02
+
+    [int8]
+    min_cosine = 0.98
+
+and ``--atol``/``--rtol`` override both for the one run.
 """
 
 from __future__ import annotations
 
+import math
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from convertkit.errors import UsageError
 from convertkit.spec import Precision
 
+CHECK_RULE = ("elementwise |actual - reference| <= atol + rtol * |reference| for budgets "
+              "without min_cosine; with min_cosine (int8): cosine similarity >= min_cosine "
+              "and top-1/top-5 floors for class-score outputs; see each artifact's budget")
 
 @dataclass(frozen=True)
 class Budget:
     atol: float
     rtol: float
+    # With min_cosine set, an output is judged by direction instead of elementwise (int8,
+    # whose rounding moves single elements far while the output as a whole stays put): it
+    # passes when its cosine similarity with the reference reaches min_cosine and nothing
+    # is NaN or Inf on one side only. atol/rtol then only measure the mismatch share and
+    # guide localisation. min_top1/min_top5 add a floor on top-1 agreement and top-5
+    # overlap for outputs shaped like class scores, under either rule.
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    min_top5: float | None = None
 
-    def with_overrides(self, atol: float | None = None, rtol: float | None = None) -> Budget:
-        return replace(self, atol=self.atol if atol is None else atol,
-                       rtol=self.rtol if rtol is None else rtol)
+    @property
+    def is_elementwise(self) -> bool:
+        return self.min_cosine is None
+
+    def with_overrides(self, atol: float | None = None, rtol: float | None = None, *,
+                       min_cosine: float | None = None, min_top1: float | None = None,
+                       min_top5: float | None = None) -> Budget:
+        """Each value given replaces the budget's. A tolerance (atol or rtol) given without
+        any floor asks for the elementwise rule: the cosine and top-k floors are dropped."""
+        floors = (min_cosine, min_top1, min_top5)
+        base = self
+        if (atol is not None or rtol is not None) and all(f is None for f in floors):
+            base = replace(self, min_cosine=None, min_top1=None, min_top5=None)
+        return replace(
+            base, atol=base.atol if atol is None else atol,
+            rtol=base.rtol if rtol is None else rtol,
+            min_cosine=base.min_cosine if min_cosine is None else min_cosine,
+            min_top1=base.min_top1 if min_top1 is None else min_top1,
+            min_top5=base.min_top5 if min_top5 is None else min_top5)
 
     def to_dict(self) -> dict[str, float]:
-        return {"atol": self.atol, "rtol": self.rtol}
+        floors = {"min_cosine": self.min_cosine, "min_top1": self.min_top1,
+                  "min_top5": self.min_top5}
+        return {"atol": self.atol, "rtol": self.rtol,
+                **{k: v for k, v in floors.items() if v is not None}}
 
 
 DEFAULT_BUDGETS: dict[Precision, Budget] = {
     Precision.FP32: Budget(atol=1e-4, rtol=1e-3),
     Precision.FP16: Budget(atol=1e-2, rtol=1e-2),
     Precision.BF16: Budget(atol=5e-2, rtol=5e-2),
-    Precision.INT8: Budget(atol=1e-1, rtol=1e-1),
+    # int8 is judged by cosine similarity and, for class scores, top-1/top-5 agreement.
+    Precision.INT8: Budget(atol=1e-1, rtol=1e-1, min_cosine=0.98, min_top1=0.9, min_top5=0.8),
 }
+FLOOR_KEYS = ("min_cosine", "min_top1", "min_top5")
+
+BudgetTable = Mapping[Precision, Budget]
 
 
 def budget_for(precision: Precision, atol: float | None = None,
-               rtol: float | None = None) -> Budget:
-    return DEFAULT_BUDGETS[precision].with_overrides(atol, rtol)
+               rtol: float | None = None, table: BudgetTable | None = None) -> Budget:
+    """The budget for ``precision`` from ``table`` (default: DEFAULT_BUDGETS), with the
+    command line's ``atol``/``rtol`` on top."""
+    return (table or DEFAULT_BUDGETS)[precision].with_overrides(atol, rtol)
+
+
+def load_budget_file(path: str | Path) -> dict[Precision, Budget]:
+    """DEFAULT_BUDGETS with the per-precision tables of a TOML file on top. A table may
+    set any of atol, rtol and the floors (a tolerance without a floor asks for the
+    elementwise rule, see Budget.with_overrides); unknown precisions and keys are refused."""
+    path = Path(path)
+    hint = ("write one table per precision, e.g. [fp16] atol = 0.02 rtol = 0.02; keys: "
+            f"atol, rtol, {', '.join(FLOOR_KEYS)}; "
+            f"precisions: {', '.join(p.value for p in Precision)}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"--budget-file not found: {path}", hint="pass an existing TOML file",
+                         code="file-not-found") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read --budget-file {path}: {exc}", hint=hint,
+                         code="bad-budget-file") from exc
+    table = dict(DEFAULT_BUDGETS)
+    for key, values in data.items():
+        try:
+            precision = Precision(key.lower())
+        except ValueError:
+            raise UsageError(f"--budget-file {path}: unknown precision [{key}]", hint=hint,
+                             code="bad-budget-file") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--budget-file {path}: {key} must be a table", hint=hint,
+                             code="bad-budget-file")
+        unknown = sorted(set(values) - {"atol", "rtol", *FLOOR_KEYS})
+        if unknown:
+            raise UsageError(f"--budget-file {path}: unknown key(s) {', '.join(unknown)} "
+                             f"in [{key}]", hint=hint, code="bad-budget-file")
+        for name, value in values.items():
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value) or value < 0
+                    or (name in FLOOR_KEYS and value > 1)):
+                limits = "between 0 and 1" if name in FLOOR_KEYS else ">= 0"
+                raise UsageError(f"--budget-file {path}: [{key}] {name} = {value!r} is not a "
+                                 f"number {limits}", hint=hint, code="bad-budget-file")
+        table[precision] = table[precision].with_overrides(
+            _float_or_none(values.get("atol")), _float_or_none(values.get("rtol")),
+            **{floor: _float_or_none(values.get(floor)) for floor in FLOOR_KEYS})
+    return table
+
+
+def budget_table_dict(table: BudgetTable | None = None) -> dict[str, dict[str, float]]:
+    """The table as report data: {"fp32": {"atol": ..., "rtol": ...}, ...}."""
+    return {p.value: b.to_dict() for p, b in (table or DEFAULT_BUDGETS).items()}
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

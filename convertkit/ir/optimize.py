@@ -32,11 +32,29 @@ def _onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
     slimmed = onnxslim.slim(model)
+    _restore_node_metadata(model, slimmed)
     if slimmed.ir_version < 4:
         # IR 3 lists every initializer among the graph inputs; onnxslim drops them from
         # the inputs, which is valid from IR 4 on (same opsets).
         slimmed.ir_version = 4
     return slimmed
+
+
+def _restore_node_metadata(original: onnx.ModelProto, optimized: onnx.ModelProto) -> None:
+    """onnxslim rebuilds nodes without their metadata_props, where torch's dynamo exporter
+    records module names and stack traces (what localisation maps a node back to). Give
+    each surviving node the metadata of the original node that wrote the same output."""
+    by_output = {}
+    for node in original.graph.node:
+        if node.metadata_props:
+            for name in node.output:
+                by_output[name] = node.metadata_props
+    for node in optimized.graph.node:
+        if node.metadata_props:
+            continue
+        source = next((by_output[n] for n in node.output if n in by_output), None)
+        if source is not None:
+            node.metadata_props.extend(source)
 
 
 def _shape_inference(model: onnx.ModelProto) -> onnx.ModelProto:

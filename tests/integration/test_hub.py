@@ -65,7 +65,7 @@ def test_opset_down_conversion_of_a_real_model_is_checked(cli, tmp_path: Path) -
     at17 = tmp_path / "model17.onnx"
     shutil.copy(tmp_path / "at17/onnx/model.onnx", at17)
 
-    down = cli("convert", str(at17), "--opset", "13", "-t", "cpu", out=tmp_path / "at13")
+    down = cli("convert", str(at17), "--opset", "13", "-t", "cpu:ort", out=tmp_path / "at13")
 
     assert up.exit_code == 0, up.stderr
     assert up.report["source"]["onnx"]["opset"] == 17
@@ -160,7 +160,7 @@ def test_model_over_2gb_keeps_external_data_at_every_step(cli, tmp_path: Path) -
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
               str(source))
 
-    result = cli("convert", str(source), "-t", "cpu", out=tmp_path / "out")
+    result = cli("convert", str(source), "-t", "cpu:ort", out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
     for folder in ("onnx", "cpu-ort"):

@@ -12,7 +12,7 @@ LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
 
 @pytest.mark.parametrize("name", ["light_resnet50", "light_squeezenet", "light_inception_v2"])
 def test_onnx_light_models_pass_through_to_cpu(cli, tmp_path: Path, name: str) -> None:
-    result = cli("convert", str(LIGHT_MODELS / f"{name}.onnx"), "-t", "cpu",
+    result = cli("convert", str(LIGHT_MODELS / f"{name}.onnx"), "-t", "cpu:ort",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr

@@ -16,7 +16,7 @@ def _outputs(report: dict, target: str = "onnx") -> dict:
 
 
 def test_small_cnn_passes_onnx_and_cpu(cli, tmp_path: Path) -> None:
-    result = cli("convert", f"{MODELS}:small_cnn", "-i", "x:batchx3x16x16", "-t", "cpu",
+    result = cli("convert", f"{MODELS}:small_cnn", "-i", "x:batchx3x16x16", "-t", "cpu:ort",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
@@ -47,7 +47,7 @@ def test_tiny_bert_token_ids_stay_inside_the_embedding_table(cli, tmp_path: Path
 
 def test_dict_and_tuple_outputs_get_stable_names(cli, tmp_path: Path) -> None:
     result = cli("convert", f"{MODELS}:dict_outputs", "-i", "x:2x8", "-i", "y:2x4",
-                 "-t", "cpu", out=tmp_path / "out")
+                 "-t", "cpu:ort", out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
     assert result.report["source"]["outputs"] == ["scores", "parts.0", "parts.1"]
@@ -70,7 +70,7 @@ def test_torchscript_file(cli, tmp_path: Path) -> None:
     scripted = torch.jit.trace(small_cnn().eval(), torch.randn(1, 3, 16, 16))
     torch.jit.save(scripted, str(tmp_path / "model.pt"))
 
-    result = cli("convert", str(tmp_path / "model.pt"), "-i", "x:1x3x16x16", "-t", "cpu",
+    result = cli("convert", str(tmp_path / "model.pt"), "-i", "x:1x3x16x16", "-t", "cpu:ort",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr

@@ -162,7 +162,7 @@ def test_python_api_matches_the_cli(tmp_path: Path) -> None:
     import convertkit
 
     report = convertkit.convert(str(_tiny_onnx(tmp_path / "tiny.onnx")), tmp_path / "out",
-                                targets=["cpu"])
+                                targets=["cpu:ort"])
 
     assert report.exit_code == 0
     assert [a.target for a in report.artifacts] == ["onnx", "cpu:ort"]
