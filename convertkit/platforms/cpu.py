@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from convertkit.errors import ConversionError
-from convertkit.ir.info import OnnxInfo
-from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, stored_bytes
+from convertkit.ir.info import OnnxInfo, default_opset
+from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, load_model, save_model, stored_bytes
+from convertkit.ir.opset import convert_opset
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, session_options
 from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
@@ -69,6 +70,7 @@ class OrtCpuPlatform:
             model = out_dir / "model.onnx"
             with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir) as scratch:
                 notes = quantize_int8(onnx_path, model, Path(scratch), options)
+            _drop_folded_initializer_inputs(onnx_path, model)
             files = sorted(out_dir.glob("model.onnx*"))
             files.append(_write_session_file(out_dir, LOAD_TIME_OPTIMIZATION_LEVEL, None))
             return Artifact(str(target), model, Precision.INT8, tuple(files),
@@ -142,6 +144,9 @@ def is_transformer_like(model_path: Path) -> tuple[bool, str]:
     return True, f"it is transformer-like ({matmuls} MatMul/Gemm, no convolution)"
 
 
+QDQ_MIN_OPSET = 13
+
+
 def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
                   options: BuildOptions) -> tuple[str, ...]:
     """Quantise ``onnx_path`` to int8 into ``quantized`` with onnxruntime.quantization:
@@ -163,6 +168,16 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
     large = stored_bytes(onnx_path) > EXTERNAL_DATA_THRESHOLD_BYTES
     prepared = scratch / "preprocessed.onnx"
     notes = []
+    model = load_model(onnx_path, load_external_data=False)
+    if default_opset(model) < QDQ_MIN_OPSET:
+        # The quantiser writes opset-13 QuantizeLinear/DequantizeLinear (per-channel axis,
+        # int32 bias) whatever the model's opset: raise the opset first (light_resnet50).
+        raised = scratch / "opset13.onnx"
+        save_model(convert_opset(model, QDQ_MIN_OPSET), raised,
+                   external_from=onnx_path.parent, link=True)
+        notes.append(f"opset raised from {default_opset(model)} to {QDQ_MIN_OPSET} for "
+                     "int8 quantisation")
+        onnx_path = raised
     try:
         quant_pre_process(str(onnx_path), str(prepared), save_as_external_data=large)
     except Exception as exc:  # symbolic shape inference gives up on some graphs

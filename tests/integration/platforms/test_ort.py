@@ -157,3 +157,20 @@ def test_int8_transformer_like_model_is_quantised_dynamically(tmp_path: Path) ->
     assert any("dynamic quantisation" in n and "transformer-like (3 MatMul/Gemm" in n
                for n in artifact.notes)
     assert metrics.within_budget and metrics.cosine > 0.99
+
+
+def test_int8_raises_an_old_opset_before_quantising(tmp_path: Path) -> None:
+    """The light models are opset 9; QDQ nodes need opset 13 (per-channel axis)."""
+    source = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    platform = OrtCpuPlatform()
+
+    artifact = platform.build(source, TargetSpec("cpu", "ort"), tmp_path / "out",
+                              BuildOptions(Precision.INT8))
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with platform.open(artifact) as runner:
+        outputs = runner.run({"data_0": x})
+
+    assert "opset raised from 9 to 13 for int8 quantisation" in artifact.notes
+    quantized = onnx.load(str(artifact.path))
+    assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
+    assert outputs["softmaxout_1"].shape == (1, 1000, 1, 1)
