@@ -63,7 +63,14 @@ from convertkit.platforms import Artifact
 from convertkit.registry import load_adapter, resolve_target
 from convertkit.report import ArtifactResult, Report, error_record
 from convertkit.reports import DEFAULT_REPORT_FORMATS, parse_report_formats, write_reports
-from convertkit.spec import InputSpec, Precision, SourceRef, Status, TargetSpec
+from convertkit.spec import (
+    InputSpec,
+    Precision,
+    SourceRef,
+    Status,
+    TargetSpec,
+    existing_file,
+)
 from convertkit.staging import check_output_folder, staged_folder
 
 log = logging.getLogger(__name__)
@@ -162,7 +169,7 @@ def check(
     side_a, side_b = identify(reference), identify(candidate)
     specs = tuple(s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs)
     chosen = _precision(precision)
-    data_path = _existing(data, "--data")
+    data_path = existing_file(data, "--data")
     table = load_budget_file(budget_file) if budget_file is not None else None
     formats = parse_report_formats(report_formats)
     out_path = Path(out) if out is not None else None
@@ -653,13 +660,3 @@ def _workspace(out: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="convertkit-check-") as scratch:
         yield Path(scratch)
-
-
-def _existing(path: str | Path | None, option: str) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{option} file not found: {path}", hint=f"pass an existing {option} file",
-                         code="file-not-found")
-    return path

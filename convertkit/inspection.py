@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.preflight import Preflight, Verdict
 from convertkit.platforms import plan_target
-from convertkit.spec import InputSpec, SourceRef, TargetSpec
+from convertkit.spec import InputSpec, SourceRef, TargetSpec, existing_file
 
 
 @dataclass(frozen=True)
@@ -83,10 +82,7 @@ def _lower(framework: str, source: SourceRef, specs: list[InputSpec], weights: s
     from convertkit.adapters import LowerRequest, lower
     from convertkit.ir.validate import validate_and_infer
 
-    weights_path = Path(weights) if weights else None
-    if weights_path is not None and not weights_path.is_file():
-        raise UsageError(f"--weights file not found: {weights_path}",
-                         hint="pass an existing --weights file", code="file-not-found")
+    weights_path = existing_file(weights, "--weights")
     request = LowerRequest(source, tuple(specs), scratch / "work", None, weights_path, opset)
     lowered = lower(framework, request, log_path=scratch / "export.log", echo=echo)
     validate_and_infer(lowered.onnx_path, scratch / "model.onnx")

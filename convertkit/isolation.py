@@ -95,14 +95,19 @@ def _pump(stream, log, echo: bool) -> None:
     log.flush()
 
 
+def signal_name(returncode: int) -> str | None:
+    """SIGSEGV for a process killed by that signal (negative return code), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
 def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"crashed ({name})"
-    return f"exited with status {returncode} before finishing"
+    name = signal_name(returncode)
+    return f"crashed ({name})" if name else f"exited with status {returncode} before finishing"
 
 
 def _last_line(log_path: Path) -> str:

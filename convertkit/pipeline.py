@@ -37,7 +37,15 @@ from convertkit.registry import adapter_names, load_adapter, load_platforms, res
 from convertkit.report import ArtifactResult, Report, error_record
 from convertkit.reports import DEFAULT_REPORT_FORMATS, parse_report_formats, write_reports
 from convertkit.selection import CandidateRecord, candidates, fastest_passing, median_latency_ms
-from convertkit.spec import Family, InputSpec, Precision, SourceRef, Status, TargetSpec
+from convertkit.spec import (
+    Family,
+    InputSpec,
+    Precision,
+    SourceRef,
+    Status,
+    TargetSpec,
+    existing_file,
+)
 from convertkit.staging import check_output_folder, staged_folder
 
 log = logging.getLogger(__name__)
@@ -87,8 +95,8 @@ def convert(
     for target, platform in platforms.items():
         if target not in (ONNX_TARGET, AUTO_CPU_TARGET):
             _options_for(platform, target, BuildOptions(), wanted_precision)  # fail early
-    data_path = _existing(data, "--data")
-    weights_path = _existing(weights, "--weights")
+    data_path = existing_file(data, "--data")
+    weights_path = existing_file(weights, "--weights")
     budgets = load_budget_file(budget_file) if budget_file is not None else None
     formats = parse_report_formats(report_formats)
     out_path = Path(out)
@@ -365,16 +373,6 @@ def _parse_precision(precision: str | Precision | None) -> Precision | None:
         raise UsageError(f"unknown precision {precision!r}",
                          hint=f"use one of: {', '.join(p.value for p in Precision)}",
                          code="bad-precision") from None
-
-
-def _existing(path: str | Path | None, option: str) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{option} file not found: {path}", hint=f"pass an existing {option} file",
-                         code="file-not-found")
-    return path
 
 
 def _remove_model(path: Path) -> None:

@@ -210,3 +210,14 @@ class SourceRef:
     def from_dict(data: dict) -> SourceRef:
         return SourceRef(data["text"], Path(data["path"]) if data["path"] else None,
                          data["module"], data["attribute"])
+
+
+def existing_file(path: str | Path | None, option: str) -> Path | None:
+    """The file an option names, or a UsageError when it does not exist."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{option} file not found: {path}", hint=f"pass an existing {option} file",
+                         code="file-not-found")
+    return path

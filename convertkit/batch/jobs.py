@@ -25,6 +25,7 @@ from convertkit.batch.cache import write_record
 from convertkit.batch.classify import JobOutcome, outcome_from_error, outcome_from_report
 from convertkit.batch.manifest import JobSpec
 from convertkit.config import job_environment
+from convertkit.isolation import signal_name
 
 JOBS_DIR = "jobs"
 LOGS_DIR = "logs"
@@ -181,11 +182,8 @@ def _remove_staging_leftovers(folder: Path) -> None:
 
 
 def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = signal_name(returncode)
+    if name:
         note = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
         return f"was killed by {name}{note}"
     return f"exited with status {returncode} without a report"
