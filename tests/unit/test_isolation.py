@@ -140,3 +140,38 @@ def test_timeout_stops_the_child(tmp_path):
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)  # the child is gone
+
+
+def test_the_child_dies_with_a_killed_parent(tmp_path):
+    """A CLI killed by SIGKILL must not leave its export running."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "from convertkit.isolation import run_in_child\n"
+        f"run_in_child('tests.unit.child_steps:sleeps', {{'pid_file': {str(pid_file)!r}}}, "
+        f"what='sleep', log_path=__import__('pathlib').Path({str(tmp_path / 'log.txt')!r}))")])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone = False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{child}/status")
+        try:
+            state = next(ln for ln in status.read_text().splitlines() if ln.startswith("State:"))
+        except FileNotFoundError:
+            gone = True
+            break
+        if "Z" in state.split()[1]:  # dead, waiting for a reaper that may never come
+            gone = True
+            break
+        time.sleep(0.05)
+
+    assert gone, f"child {child} still runs after its parent was killed"
