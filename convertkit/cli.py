@@ -282,10 +282,20 @@ def _print_error(message: str, hint: str) -> None:
         click.echo(f"hint: {hint}", err=True)
 
 
+class _LowercaseLevelFormatter(logging.Formatter):
+    """`warning: ...`, like the CLI's own `error:` and `hint:` lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or is_debug()
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LowercaseLevelFormatter(
+        "%(levelname)s %(name)s: %(message)s" if debug else "%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
