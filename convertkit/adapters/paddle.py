@@ -30,6 +30,7 @@ import numpy as np
 from convertkit.adapters import Lowered, LowerRequest, make_check_feeds, merge_specs
 from convertkit.adapters.python_source import load_python_object, source_mentions
 from convertkit.check.inputs import save_arrays
+from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, MissingDependencyError, UsageError
 from convertkit.spec import InputSpec, SourceRef
 
@@ -37,7 +38,6 @@ PIR_SUFFIX = ".json"
 LEGACY_SUFFIX = ".pdmodel"
 PARAMS_SUFFIX = ".pdiparams"
 DEFAULT_OPSET = 17
-INSTALL_HINT = "pip install 'convertkit[paddle]'"
 _PIR_MAGIC = re.compile(rb'"magic"\s*:\s*"pir"')
 _PIR_HEAD_BYTES = 512
 
@@ -153,12 +153,7 @@ class PaddleAdapter:
 
 
 def _import_paddle():
-    try:
-        import paddle
-    except ImportError as exc:
-        raise MissingDependencyError("PaddlePaddle is not installed", hint=INSTALL_HINT,
-                                     code="missing-paddle") from exc
-    return paddle
+    return require("paddle", name="PaddlePaddle", extra="paddle")
 
 
 # --- finding and reading inference models (no framework needed) --------------------------
@@ -1044,11 +1039,7 @@ def _export(model: InferenceModel, program: ProgramInfo, specs: Sequence[InputSp
 
 def export_in_child(payload: dict) -> dict:
     """Run paddle2onnx on one program (in its own process: it aborts on failure)."""
-    try:
-        import paddle2onnx
-    except ImportError as exc:
-        raise MissingDependencyError("paddle2onnx is not installed", hint=INSTALL_HINT,
-                                     code="missing-paddle2onnx") from exc
+    paddle2onnx = require("paddle2onnx", name="paddle2onnx", extra="paddle")
     # save_file=None returns the model unfolded: with a save_file paddle2onnx folds
     # constants with polygraphy after forcing POLYGRAPHY_AUTOINSTALL_DEPS=1, which lets
     # polygraphy pip-install packages. The hub folds constants with onnxslim instead.

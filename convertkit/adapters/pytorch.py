@@ -19,7 +19,8 @@ import numpy as np
 from convertkit.adapters import Lowered, LowerRequest, make_check_feeds
 from convertkit.adapters.python_source import load_python_object, source_mentions
 from convertkit.check.inputs import save_arrays
-from convertkit.errors import ConversionError, MissingDependencyError, UsageError
+from convertkit.dependencies import require
+from convertkit.errors import ConversionError, UsageError
 from convertkit.spec import InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -81,20 +82,7 @@ class PyTorchAdapter:
 
 
 def _import_torch():
-    try:
-        import torch
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError(
-            "PyTorch is not installed", hint="pip install 'convertkit[torch]'",
-            code="missing-torch",
-        ) from exc
-    except ImportError as exc:  # installed, but broken or short of memory while loading
-        raise ConversionError(
-            f"PyTorch is installed but failed to import: {_first_line(exc)}",
-            hint="check the environment (memory limits, mixed CUDA/CPU wheels)",
-            code="environment",
-        ) from exc
-    return torch
+    return require("torch", name="PyTorch", extra="torch")
 
 
 # --- loading -----------------------------------------------------------------------------

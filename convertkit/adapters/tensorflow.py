@@ -31,7 +31,8 @@ import numpy as np
 from convertkit.adapters import Lowered, LowerRequest, make_check_feeds
 from convertkit.adapters.python_source import load_python_object, source_mentions
 from convertkit.check.inputs import read_data, save_arrays, specs_from_data
-from convertkit.errors import ConversionError, ConvertkitError, MissingDependencyError, UsageError
+from convertkit.dependencies import require
+from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.spec import DTYPES, InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -381,25 +382,17 @@ def describe_unsupported(ops: Sequence[tuple[str, str]], limit: int = 4) -> str:
 # --- loading ------------------------------------------------------------------------------
 
 def _import_tensorflow():
-    try:
-        import tensorflow as tf
-        import tf2onnx  # noqa: F401  (the converter: fail here, not after loading the model)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{exc.name or 'tensorflow'} is not installed (needed for TensorFlow sources)",
-            hint="pip install 'convertkit[tensorflow]'", code="missing-tensorflow",
-        ) from exc
+    tf = require("tensorflow", name="tensorflow", extra="tensorflow",
+                 needed_for="needed for TensorFlow sources")
+    # The converter: fail here, not after loading the model.
+    require("tf2onnx", name="tf2onnx", extra="tensorflow",
+            needed_for="needed for TensorFlow sources")
     return tf
 
 
 def _import_keras():
-    try:
-        import keras
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "keras is not installed (needed for .keras and .h5 files)",
-            hint="pip install 'convertkit[tensorflow]'", code="missing-keras") from exc
-    return keras
+    return require("keras", name="keras", extra="tensorflow",
+                   needed_for="needed for .keras and .h5 files")
 
 
 def _load(kind: SourceKind, request: LowerRequest, tf) -> _TfModel:

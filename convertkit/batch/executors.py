@@ -18,7 +18,8 @@ from typing import Any
 from convertkit.batch.classify import JobOutcome, outcome_from_error
 from convertkit.batch.jobs import JobContext, allow_jobs, run_job, stop_running_jobs
 from convertkit.batch.manifest import JobSpec
-from convertkit.errors import MissingDependencyError, UsageError
+from convertkit.dependencies import require
+from convertkit.errors import UsageError
 
 EXECUTORS = ("local", "ray")
 
@@ -72,12 +73,7 @@ def run_on_ray(work: Sequence[Work], parallel: int | None, address: str | None,
     resources of its targets (manifest `resources:`). Without ``address`` a local Ray
     instance is started with ``parallel`` CPUs (default: this machine's) and stopped
     after."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError("Ray is not installed (needed for --executor ray)",
-                                     hint="pip install 'convertkit[batch]'",
-                                     code="missing-ray") from exc
+    ray = require("ray", name="Ray", extra="batch", needed_for="needed for --executor ray")
 
     started_here = False
     if not ray.is_initialized():

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convertkit.errors import ConvertkitError, MissingDependencyError, UsageError
+from convertkit.dependencies import require
+from convertkit.errors import ConvertkitError, UsageError
 from convertkit.spec import InputSpec, SourceRef, TargetSpec
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -138,12 +139,7 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def parse_manifest(text: str, path: Path) -> Manifest:
-    try:
-        import yaml
-    except ImportError as exc:
-        raise MissingDependencyError("PyYAML is not installed (needed to read manifests)",
-                                     hint="pip install 'convertkit[batch]'",
-                                     code="missing-pyyaml") from exc
+    yaml = require("yaml", name="PyYAML", extra="batch", needed_for="needed to read manifests")
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()

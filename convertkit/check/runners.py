@@ -24,7 +24,8 @@ import onnx
 
 from convertkit.check.localize import GraphNode, topological_order
 from convertkit.check.source_map import SourceLocation, locate
-from convertkit.errors import MissingDependencyError
+from convertkit.dependencies import require
+from convertkit.ir.expose import with_every_output
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.runtime import open_session, run_session, session_options
 
@@ -126,18 +127,9 @@ class OnnxTensors:
 
     def run_all(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feeds and every top-level node output, by tensor name."""
-        model = onnx.ModelProto()
-        model.CopyFrom(self.model)
-        present = {o.name for o in model.graph.output}
-        for node in model.graph.node:
-            for name in node.output:
-                if name and name not in present:
-                    # A bare output (no type): ONNX Runtime takes the type it infers.
-                    model.graph.output.append(onnx.ValueInfoProto(name=name))
-                    present.add(name)
         with tempfile.TemporaryDirectory(prefix="convertkit-localize-") as scratch:
             exposed = Path(scratch, "exposed.onnx")
-            save_model(model, exposed)
+            save_model(with_every_output(self.model), exposed)
             with OnnxFileRunner(exposed) as runner:
                 values = runner.run(feeds)
         return {**{k: v for k, v in feeds.items() if k in self.graph_inputs()},
@@ -145,14 +137,7 @@ class OnnxTensors:
 
 
 def import_openvino():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "OpenVINO is not installed", hint="pip install 'convertkit[openvino]'",
-            code="missing-openvino",
-        ) from exc
-    return openvino
+    return require("openvino", name="OpenVINO", extra="openvino")
 
 
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}

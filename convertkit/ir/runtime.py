@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from convertkit.errors import ConversionError, MissingDependencyError
+from convertkit.dependencies import require
+from convertkit.errors import ConversionError
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -18,13 +19,7 @@ OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTEND
 
 
 def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "onnxruntime is not installed",
-            hint="pip install onnxruntime", code="missing-onnxruntime",
-        ) from exc
+    onnxruntime = require("onnxruntime", name="onnxruntime")
     onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 

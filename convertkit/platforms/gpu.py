@@ -35,6 +35,7 @@ from convertkit.check.budgets import Budget, budget_for
 from convertkit.check.localize import topological_order
 from convertkit.check.metrics import compare_outputs, element_errors
 from convertkit.errors import ConversionError
+from convertkit.ir.expose import with_every_output
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.preflight import OrtKernelOps, Requirements
@@ -146,15 +147,7 @@ def run_with_intermediates(model: onnx.ModelProto, feeds: Mapping[str, np.ndarra
                            path: Path) -> dict[str, np.ndarray]:
     """Run ``model`` in ONNX Runtime (CPU, no graph optimisation) with every node output
     exposed; the values by tensor name."""
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    present = {o.name for o in exposed.graph.output}
-    for node in exposed.graph.node:
-        for name in node.output:
-            if name and name not in present:
-                exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-                present.add(name)
-    save_model(exposed, path)
+    save_model(with_every_output(model), path)
     session = open_session(path, session_options("ORT_DISABLE_ALL"))
     wanted = {i.name for i in session.get_inputs()}
     values = run_session(session, {k: v for k, v in feeds.items() if k in wanted})

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from convertkit.check.inputs import save_arrays
+from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Requirements
@@ -275,14 +276,7 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
 def _quantize_with_nncf(model, payload: dict[str, Any]):
     from convertkit.platforms.calibration import cast_to_onnx_types
 
-    try:
-        import nncf
-    except ImportError as exc:
-        from convertkit.errors import MissingDependencyError
-
-        raise MissingDependencyError("NNCF is not installed; OpenVINO int8 needs it",
-                                     hint="pip install 'convertkit[openvino]'",
-                                     code="missing-nncf") from exc
+    nncf = require("nncf", name="NNCF", extra="openvino", needed_for="OpenVINO int8 needs it")
     from convertkit.check.inputs import load_arrays
 
     arrays = load_arrays(Path(payload["calibration"]))

@@ -200,7 +200,9 @@ def test_nothing_is_installed_at_run_time(cli, saved, tmp_path) -> None:
 
 def test_missing_paddle_is_exit_4(tmp_path) -> None:
     (tmp_path / "shim/paddle").mkdir(parents=True)
-    (tmp_path / "shim/paddle/__init__.py").write_text("raise ImportError('hidden')\n")
+    # What Python raises when paddle is absent (a shim on PYTHONPATH stands for that).
+    (tmp_path / "shim/paddle/__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'paddle'\", name='paddle')\n")
     (tmp_path / "model").mkdir()
     (tmp_path / "model/inference.json").write_text('{"base_code": {"magic": "pir"}}')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "shim"), str(ROOT)]))
