@@ -182,6 +182,63 @@ def targets(ops_of: str | None) -> None:
         click.echo(f"{label.ljust(width)}  {state.ljust(9)}  {description}")
 
 
+@cli.group()
+def toolchains() -> None:
+    """NPU toolchains, each in a virtual environment of its own (they pin old protobuf,
+    numpy and onnx releases, or another Python)."""
+
+
+@toolchains.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def toolchains_list(as_json: bool) -> None:
+    """Show each toolchain, whether it is installed, where, and its versions."""
+    import json
+
+    from convertkit.toolchains import load_toolchains, toolchain_status, toolchains_dir
+
+    statuses = [toolchain_status(name) for name in load_toolchains()]
+    if as_json:
+        click.echo(json.dumps({"path": str(toolchains_dir()),
+                               "toolchains": [s.to_dict() for s in statuses]}, indent=2))
+        return
+    width = max(len(s.name) for s in statuses)
+    for status in statuses:
+        versions = ", ".join(f"{n} {v}" for n, v in status.versions.items())
+        detail = {"installed": f"{status.root}  {versions}  (Python {status.python_version})",
+                  "broken": f"{status.root}  {status.reason}",
+                  "missing": status.description}[status.state]
+        click.echo(f"{status.name.ljust(width)}  {status.state.ljust(9)}  {detail}")
+    click.echo(f"environments live in {toolchains_dir()} (set CONVERTKIT_TOOLCHAINS_DIR to "
+               "move them)")
+
+
+@toolchains.command("install")
+@click.argument("name")
+@click.option("--python", "python", metavar="PATH",
+              help="Interpreter to build the environment with (default: the version the "
+              "toolchain needs, found on PATH or under pyenv; else this one).")
+@click.option("--force", is_flag=True, help="Rebuild it even if it is installed and intact.")
+def toolchains_install(name: str, python: str | None, force: bool) -> None:
+    """Create NAME's environment from the pinned requirements kept in convertkit. Installing
+    an intact toolchain again does nothing; a broken one is rebuilt."""
+    from convertkit.toolchains import install
+
+    status, changed = install(name, python=python, force=force,
+                              progress=lambda message: click.echo(f"... {message}", err=True))
+    versions = ", ".join(f"{n} {v}" for n, v in status.versions.items())
+    verb = "installed" if changed else "already installed"
+    click.echo(f"{name}: {verb} at {status.root} ({versions})")
+
+
+@toolchains.command("remove")
+@click.argument("name")
+def toolchains_remove(name: str) -> None:
+    """Delete NAME's environment."""
+    from convertkit.toolchains import remove
+
+    click.echo(f"{name}: removed" if remove(name) else f"{name}: not installed")
+
+
 @cli.command()
 @click.argument("source")
 @click.option("-t", "--target", "targets", multiple=True, metavar="TARGET",

@@ -28,6 +28,11 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+# Where `convertkit toolchains install` puts NPU toolchain environments (default: the
+# user's cache folder, ~/.cache/convertkit/toolchains).
+TOOLCHAINS_DIR_VARIABLE = "CONVERTKIT_TOOLCHAINS_DIR"
+
+
 def is_debug() -> bool:
     """CONVERTKIT_DEBUG=1 has the same effect as --debug."""
     return os.environ.get("CONVERTKIT_DEBUG", "") not in ("", "0")

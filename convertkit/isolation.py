@@ -37,13 +37,15 @@ def run_in_child(
     timeout_s: float | None = None,
     python: str = sys.executable,
     log_shown_as: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Call ``function`` ("package.module:name") with ``payload`` in a child interpreter.
 
     Returns the function's JSON result. A ConvertkitError raised in the child is raised
     again here with its class; a crash, sys.exit or timeout becomes a ConversionError that
     names ``what`` was running and where its log is (``log_shown_as``: how to name the
-    log to the user, when it will have moved by the time they read it).
+    log to the user, when it will have moved by the time they read it). ``environment``
+    adds to, and overrides, the child's environment variables.
     """
     log_hint = f"the full output is in {log_shown_as or log_path}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def run_in_child(
         with log_path.open("a", encoding="utf-8", errors="replace") as log:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=child_environment(),
+                stdin=subprocess.DEVNULL, env={**child_environment(), **(environment or {})},
             )
             pump = threading.Thread(target=_pump, args=(process.stdout, log, echo), daemon=True)
             pump.start()

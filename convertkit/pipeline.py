@@ -25,13 +25,14 @@ from convertkit.check.budgets import (
 from convertkit.check.inputs import load_arrays
 from convertkit.check.metrics import OutputMetrics, compare_outputs
 from convertkit.comparison import localize_failures
+from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.ir.hub import HubRecord, build_hub
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
-from convertkit.platforms import BuildOptions, Platform, plan_target
+from convertkit.platforms import BuildOptions, LayerAnalysis, Platform, plan_target
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import adapter_names, load_adapter, load_platforms, resolve_target
 from convertkit.report import ArtifactResult, Report, error_record
@@ -251,17 +252,32 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
                                   artifact.precision.value, budget,
                                   notes=(*notes, "not run: no runtime for it here"))
         latency_ms = None
+        layers: list[dict] = []
         with runner:
             outputs = runner.run(context.feeds)
             metrics = tuple(compare_outputs(outputs, context.reference, budget))
-            if measure_latency and _verdict(metrics) == Status.PASS:
+            verdict = _verdict(metrics)
+            if measure_latency and verdict == Status.PASS:
                 latency_ms = median_latency_ms(lambda: runner.run(context.feeds))
-        return ArtifactResult(str(target), _verdict(metrics), relative,
+            if verdict == Status.FAIL and hasattr(runner, "layer_analysis"):
+                layers = _layer_analysis(runner, context.feeds)
+        return ArtifactResult(str(target), verdict, relative,
                               artifact.precision.value, budget, metrics, notes,
-                              latency_ms=latency_ms)
+                              latency_ms=latency_ms, checked_in=artifact.checked_in,
+                              layer_analysis=tuple(layers))
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+
+
+def _layer_analysis(runner: LayerAnalysis, feeds: Mapping[str, np.ndarray]) -> list[dict]:
+    """The toolkit's per-layer analysis of a failed artifact; its own failure only costs
+    the analysis (logged), never the result."""
+    try:
+        return runner.layer_analysis(feeds)
+    except ConvertkitError:
+        log.warning("the per-layer analysis failed", exc_info=is_debug())
+        return []
 
 
 def _options_for(platform: Platform, target: TargetSpec, options: BuildOptions,

@@ -38,6 +38,9 @@ class ArtifactResult:
     duration_s: float | None = None  # time to run and check it, when measured
     latency_ms: float | None = None  # median run time, measured when choosing among candidates
     candidates: tuple[CandidateRecord, ...] = ()  # `-t cpu`: every candidate considered
+    checked_in: str = ""  # where the check ran, when not the target's own runtime
+    # A failed NPU artifact: its toolkit's per-layer analysis, worst layers first.
+    layer_analysis: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,8 @@ class ArtifactResult:
             "localization": self.localization.to_dict() if self.localization else None,
             "duration_s": self.duration_s, "latency_ms": self.latency_ms,
             "candidates": [c.to_dict() for c in self.candidates],
+            "checked_in": self.checked_in or None,
+            "layer_analysis": list(self.layer_analysis),
         }
 
 
@@ -106,7 +111,8 @@ def format_table(report: Report) -> str:
     for artifact in report.artifacts:
         base = (artifact.target, artifact.status.value, artifact.precision or "-")
         if not artifact.outputs:
-            detail = artifact.error["message"] if artifact.error else ""
+            detail = artifact.error["message"] if artifact.error else _UNCHECKED.get(
+                artifact.status, "")
             rows.append((*base, detail[:60] or "-", "-", "-", "-"))
         for index, metric in enumerate(artifact.outputs):
             lead = base if index == 0 else ("", "", "")
@@ -120,12 +126,19 @@ def format_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+_UNCHECKED = {Status.BUILT: "not run: nothing here runs it",
+              Status.PREPARED: "not built: its toolchain is not here"}
+
+
 def format_findings(report: Report) -> list[str]:
     """A few lines under the table for each failed artifact: where it diverges first and
     the command that reproduces it."""
     lines = []
     for artifact in report.artifacts:
         lines.extend(_candidate_lines(artifact))
+        if artifact.checked_in and artifact.status in (Status.PASS, Status.FAIL):
+            lines.append(f"{artifact.target}: checked in {artifact.checked_in}")
+        lines.extend(_layer_lines(artifact))
         if artifact.status != Status.FAIL:
             continue
         localization = artifact.localization
@@ -152,6 +165,18 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
         detail = f"  {c.reason[:70]}" if c.reason else ""
         lines.append(f"  {c.target + ' ' + c.precision:<22} {c.status.value:<6} {timing}"
                      f"  max abs {_number(c.max_abs)}{mark}{detail}")
+    return lines
+
+
+def _layer_lines(artifact: ArtifactResult) -> list[str]:
+    if not artifact.layer_analysis:
+        return []
+    lines = [f"{artifact.target}: layers that diverge most (the toolkit's own analysis)"]
+    for row in artifact.layer_analysis[:5]:
+        values = "  ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                           for key, value in row.items() if key not in ("layer", "op"))
+        op = f" ({row['op']})" if row.get("op") else ""
+        lines.append(f"  {row.get('layer', '?')}{op}  {values}")
     return lines
 
 

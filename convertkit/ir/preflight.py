@@ -11,6 +11,7 @@ import enum
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import onnx
@@ -151,6 +152,45 @@ class OnnxSchemaOps:
 
     def table(self) -> list[tuple[str, str, str]]:
         return _schema_table()
+
+
+@dataclass(frozen=True)
+class ListedOps:
+    """The operators a toolkit's documentation lists, kept in the package as a text file:
+    one ``OpType`` per line, optionally ``OpType MIN-MAX`` (the opsets it is listed for) or
+    ``domain::OpType``; ``#`` starts a comment. For toolkits that cannot be asked (they are
+    not installed here, or live in another environment)."""
+
+    path: Path
+    source: str
+
+    def supports(self, domain: str, op_type: str, version: int) -> bool:
+        domain = "" if domain == "ai.onnx" else domain
+        low, high = self._ops().get((domain, op_type), (None, None))
+        return low is not None and low <= version <= high
+
+    def table(self) -> list[tuple[str, str, str]]:
+        return [(domain or "ai.onnx", op_type, f"{low}-{high}" if high < 10**6 else f"{low}+")
+                for (domain, op_type), (low, high) in sorted(self._ops().items())]
+
+    def _ops(self) -> dict[tuple[str, str], tuple[int, int]]:
+        return _listed_ops(self.path)
+
+
+@functools.cache
+def _listed_ops(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    ops: dict[tuple[str, str], tuple[int, int]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        domain, _, op_type = fields[0].rpartition("::")
+        low, high = 1, 10**6
+        if len(fields) > 1:
+            first, _, last = fields[1].partition("-")
+            low, high = int(first), int(last) if last else 10**6
+        ops[(domain, op_type)] = (low, high)
+    return ops
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ class Artifact:
     notes: tuple[str, ...] = field(default=())
     # Only the inputs for a toolchain that is not installed here (status `prepared`).
     is_prepared_only: bool = False
+    # Where the check runs it, e.g. "the rknn-toolkit2 2.5.0 simulator"; "" for the
+    # runtime the platform is named after.
+    checked_in: str = ""
 
 
 class Runner(Protocol):
@@ -54,6 +57,15 @@ class Runner(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class LayerAnalysis(Protocol):
+    """A runner that can also say, after a failed check, which of its layers diverge most
+    (the toolkit's own per-layer analysis, e.g. rknn-toolkit2's accuracy_analysis)."""
+
+    def layer_analysis(self, feeds: Mapping[str, np.ndarray]) -> list[dict]:
+        """Rows such as {"layer": ..., "op": ..., "cosine": ...}, worst first."""
+        ...
 
 
 class Platform(Protocol):
