@@ -128,6 +128,8 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
     parts = [f'<h2>{escape(target)} <span class="{escape(status)}">{escape(status)}</span></h2>']
     if artifact.get("path"):
         parts.append(f"<p>artifact: <code>{escape(artifact['path'])}</code></p>")
+    if artifact.get("checked_in"):
+        parts.append(f"<p>checked in {escape(artifact['checked_in'])}</p>")
     if artifact.get("error"):
         error = artifact["error"]
         parts.append(f'<p class="error">{escape(error.get("message", ""))}</p>'
@@ -146,11 +148,26 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
     localization = artifact.get("localization")
     if localization:
         parts.append(_localization_section(localization))
+    if artifact.get("layer_analysis"):
+        parts.append(_layer_analysis_section(artifact["layer_analysis"]))
     notes = artifact.get("notes") or []
     if notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes)
                      + "</ul>")
     return "\n".join(parts)
+
+
+def _layer_analysis_section(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value: Any) -> str:
+        return escape(_num(value) if isinstance(value, float) else str(value))
+
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c, ''))}</td>" for c in columns)
+                   + "</tr>" for row in rows)
+    return ("<h3>Layers that diverge most (the toolkit's own per-layer analysis)</h3>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def _localization_section(loc: dict[str, Any]) -> str:

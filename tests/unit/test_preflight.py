@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from convertkit.ir.info import describe
 from convertkit.ir.opset import convert_opset, newest_known_opset
 from convertkit.ir.preflight import (
+    ListedOps,
     OnnxSchemaOps,
     OrtKernelOps,
     Preflight,
@@ -296,3 +297,19 @@ def test_table_rows_show_version_ranges():
     assert ort_rows[("ai.onnx", "Relu")].endswith("+")
     assert ("ai.onnx", "ImageDecoder") not in ort_rows
     assert ("ai.onnx", "ImageDecoder") in onnx_rows
+
+
+def test_a_listed_op_table_names_the_ops_outside_it(tmp_path):
+    table = tmp_path / "ops.txt"
+    table.write_text("# Conv and Relu, from a toolkit's documentation\nConv\nRelu 6-14\n"
+                     "com.example::Fancy 1-1\n")
+    listed = ListedOps(table, source="a test table")
+
+    verdict = _check(_conv_relu_add(opset=13), Requirements(ops=listed))
+
+    assert verdict.verdict == Verdict.REJECTED
+    assert verdict.problems == ("ops not supported at opset 13: Add",)
+    assert listed.supports("", "Relu", 14) and not listed.supports("", "Relu", 15)
+    assert listed.supports("com.example", "Fancy", 1)
+    assert listed.table() == [("ai.onnx", "Conv", "1+"), ("ai.onnx", "Relu", "6-14"),
+                              ("com.example", "Fancy", "1-1")]

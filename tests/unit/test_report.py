@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from convertkit.check.budgets import Budget
 from convertkit.check.metrics import OutputMetrics
 from convertkit.errors import ConversionError, MissingDependencyError, UsageError
-from convertkit.report import SCHEMA_VERSION, ArtifactResult, Report, error_record, format_table
+from convertkit.report import (
+    SCHEMA_VERSION,
+    ArtifactResult,
+    Report,
+    error_record,
+    format_findings,
+    format_table,
+)
 from convertkit.spec import Status
 
 SOURCE = {"text": "model.onnx", "path": "model.onnx", "module": None, "attribute": None}
@@ -106,3 +114,35 @@ def test_report_json_round_trip_via_write(tmp_path):
     assert cpu["metrics"]["logits"]["worst_index"] == [0, 7]
     assert cpu["metrics"]["logits"]["mismatch_fraction"] == 0.25
     assert path.read_text().endswith("\n")
+
+
+def test_unchecked_npu_artifacts_say_so_in_the_table_and_findings():
+    report = Report(SOURCE, artifacts=(
+        _artifact("onnx", Status.PASS, outputs=(GOOD,)),
+        _artifact("npu:ascend@310p3", Status.PREPARED),
+        _artifact("npu:intel", Status.BUILT),
+        replace(_artifact("npu:rknn@rk3588", Status.FAIL, outputs=(BAD,)),
+                checked_in="the rknn-toolkit2 2.5.0 simulator",
+                layer_analysis=({"layer": "conv1", "op": "Conv", "cosine": 0.25},)),
+    ))
+
+    table = format_table(report).splitlines()
+    findings = format_findings(report)
+
+    assert "not built: its toolchain is not here" in table[3]
+    assert "not run: nothing here runs it" in table[4]
+    assert "npu:rknn@rk3588: checked in the rknn-toolkit2 2.5.0 simulator" in findings
+    assert "  conv1 (Conv)  cosine 0.25" in findings
+    assert report.exit_code == 1
+    data = report.to_dict()["artifacts"][3]
+    assert data["checked_in"] == "the rknn-toolkit2 2.5.0 simulator"
+    assert data["layer_analysis"][0]["layer"] == "conv1"
+
+
+def test_prepared_and_built_artifacts_do_not_fail_the_run():
+    report = Report(SOURCE, artifacts=(_artifact("onnx", Status.PASS, outputs=(GOOD,)),
+                                       _artifact("npu:ascend", Status.PREPARED),
+                                       _artifact("npu:intel", Status.BUILT)))
+
+    assert report.exit_code == 0
+    assert report.status == "pass"
