@@ -318,6 +318,7 @@ def _render_and_exit(report: Report, where: str) -> None:
     """The table, the findings under it, every error, the status line; exit with the
     report's code."""
     from convertkit.report import format_findings, format_table
+    from convertkit.spec import Status
 
     if report.artifacts:
         click.echo(format_table(report))
@@ -329,7 +330,10 @@ def _render_and_exit(report: Report, where: str) -> None:
         if artifact.error:
             _print_error(f"{artifact.target}: {artifact.error['message']}",
                          artifact.error["hint"])
-    click.echo(f"status: {report.status}   {where}")
+    unchecked = [f"{a.target} {a.status.value}" for a in report.artifacts
+                 if a.status in (Status.BUILT, Status.PREPARED)]
+    note = f" ({len(unchecked)} not checked here: {', '.join(unchecked)})" if unchecked else ""
+    click.echo(f"status: {report.status}{note}   {where}")
     sys.exit(report.exit_code)
 
 

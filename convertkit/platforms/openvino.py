@@ -110,9 +110,6 @@ class OpenVinoCpuPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        from convertkit.isolation import run_in_child
-        from convertkit.platforms.cpu import is_transformer_like
-
         precision = options.precision or self.precisions[0]
         if precision not in self.precisions:
             raise ConversionError(
@@ -126,24 +123,10 @@ class OpenVinoCpuPlatform:
                 code="no-bf16")
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / "model.xml"
-        payload: dict[str, Any] = {"onnx": str(onnx_path), "xml": str(xml),
-                                   "precision": precision.value}
-        notes: list[str] = []
-        with tempfile.TemporaryDirectory(prefix=".calibration-", dir=out_dir) as scratch:
-            if precision == Precision.INT8:
-                calibration = Path(scratch, "calibration.npz")
-                samples = calibration_samples(options, onnx_path, "int8 calibration")
-                save_arrays(calibration, samples[0])
-                transformer, why = is_transformer_like(onnx_path)
-                payload.update(calibration=str(calibration), transformer=transformer)
-                notes.append("int8: NNCF post-training quantisation"
-                             + (" with model_type=TRANSFORMER" if transformer else "")
-                             + f" ({why}); the rest runs at the f32 hint")
-                notes.extend(calibration_notes(options))
-            result = run_in_child("convertkit.platforms.openvino:build_in_child", payload,
-                                  what="the OpenVINO build", log_path=out_dir / BUILD_LOG,
-                                  timeout_s=BUILD_TIMEOUT_S)
-        notes.extend(result["notes"])
+        result = convert_to_ir(onnx_path, xml, precision, options)
+        notes = result["notes"]
+        if precision == Precision.INT8:
+            notes.append("int8: the ops NNCF left unquantised run at the f32 hint")
         hint = PRECISION_HINTS[precision]
         settings = {
             "device": "CPU",
@@ -163,18 +146,50 @@ class OpenVinoCpuPlatform:
         return OpenVinoCpuRunner(artifact.path, settings["config"], settings.get("outputs", []))
 
 
+def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: BuildOptions,
+                  *, compress_to_fp16: bool = False) -> dict[str, Any]:
+    """Convert ``onnx_path`` to the IR ``xml`` (+ .bin) in a child process, quantised by
+    NNCF for int8. Returns {"notes": [...], "outputs": [ONNX output names]}. Shared by
+    `cpu:openvino` and `npu:intel`; ``compress_to_fp16`` stores the weights in fp16."""
+    from convertkit.isolation import run_in_child
+    from convertkit.platforms.cpu import is_transformer_like
+
+    out_dir = xml.parent
+    payload: dict[str, Any] = {"onnx": str(onnx_path), "xml": str(xml),
+                               "precision": precision.value,
+                               "compress_to_fp16": compress_to_fp16}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=".calibration-", dir=out_dir) as scratch:
+        if precision == Precision.INT8:
+            calibration = Path(scratch, "calibration.npz")
+            samples = calibration_samples(options, onnx_path, "int8 calibration")
+            save_arrays(calibration, samples[0])
+            transformer, why = is_transformer_like(onnx_path)
+            payload.update(calibration=str(calibration), transformer=transformer)
+            notes.append("int8: NNCF post-training quantisation"
+                         + (" with model_type=TRANSFORMER" if transformer else "")
+                         + f" ({why})")
+            notes.extend(calibration_notes(options))
+        result = run_in_child("convertkit.platforms.openvino:build_in_child", payload,
+                              what="the OpenVINO build", log_path=out_dir / BUILD_LOG,
+                              timeout_s=BUILD_TIMEOUT_S)
+    return {"notes": notes + result["notes"], "outputs": result["outputs"]}
+
+
 # Ops that compute nothing: never exposed or compared.
 NON_COMPUTING_OPS = {"Parameter", "Result", "Constant"}
 
 
 class OpenVinoCpuRunner:
-    """An IR compiled for the CPU with the configuration its compile.json names.
-    ``threads`` > 0 sets INFERENCE_NUM_THREADS; 0 leaves OpenVINO's default."""
+    """An IR compiled for the CPU (or ``device``: `npu:intel` passes "NPU") with the
+    configuration its compile.json names. ``threads`` > 0 sets INFERENCE_NUM_THREADS; 0
+    leaves OpenVINO's default."""
 
     def __init__(self, xml_path: Path, config: Mapping[str, str],
                  output_names: list[str] | tuple[str, ...] = (), threads: int = 0,
-                 expose_all: bool = False) -> None:
+                 expose_all: bool = False, device: str = "CPU") -> None:
         self.xml_path = xml_path
+        self.device = device
         self.config = dict(config)
         self.output_names = list(output_names)
         self.threads = threads
@@ -198,7 +213,7 @@ class OpenVinoCpuRunner:
                 model.add_outputs([port for op in model.get_ordered_ops()
                                    if op.get_type_name() not in NON_COMPUTING_OPS
                                    for port in op.outputs() if port.get_names()])
-            self._compiled = core.compile_model(model, "CPU", config)
+            self._compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
             raise ConversionError(f"OpenVINO cannot compile {self.xml_path.name}: "
                                   f"{_first_line(exc)}",
@@ -266,10 +281,12 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
     if payload["precision"] == Precision.INT8.value:
         model = _quantize_with_nncf(model, payload)
         notes.append(f"NNCF {_version('nncf')}")
-    ov.save_model(model, payload["xml"], compress_to_fp16=False)
+    compress = bool(payload.get("compress_to_fp16", False))
+    ov.save_model(model, payload["xml"], compress_to_fp16=compress)
     graph = onnx.load(payload["onnx"], load_external_data=False).graph
-    return {"notes": [f"OpenVINO {ov.__version__.split('-')[0]}, weights kept in fp32 "
-                      "(compress_to_fp16=False)", *notes],
+    weights = ("weights stored in fp16 (compress_to_fp16=True)" if compress else
+               "weights kept in fp32 (compress_to_fp16=False)")
+    return {"notes": [f"OpenVINO {ov.__version__.split('-')[0]}, {weights}", *notes],
             "outputs": [o.name for o in graph.output]}
 
 
