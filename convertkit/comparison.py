@@ -564,7 +564,7 @@ def localize_failures(results: Sequence[ArtifactResult], staging: Path, hub_mode
             continue
         path = staging / result.path
         suffix = path.suffix.lower()
-        if suffix not in (".onnx", ".xml"):
+        if suffix not in (".onnx", ".xml") or (suffix == ".onnx" and _is_ep_context(path)):
             results[index] = replace(result, notes=(
                 *result.notes, "not localised: this artifact cannot show its intermediate "
                 "tensors here"))
@@ -579,6 +579,13 @@ def localize_failures(results: Sequence[ArtifactResult], staging: Path, hub_mode
         results[index] = _localize(result, candidate, ref, reference_values, None, staging,
                                    shown_as, repro_dir)
     return results
+
+
+def _is_ep_context(path: Path) -> bool:
+    """A context-binary model (EPContext nodes, e.g. QNN's): only its own execution
+    provider can run it, so its intermediate tensors cannot be shown here."""
+    model = load_model(path, load_external_data=False)
+    return any(node.op_type == "EPContext" for node in model.graph.node)
 
 
 # --- precision --------------------------------------------------------------------------

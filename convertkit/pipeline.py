@@ -147,7 +147,7 @@ def convert(
                 result = _build_and_check(context, platform_class(), target)
             if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
                 result = _blame_optimization(result, exported, feeds, reference)
-            results.append(result)
+            results.append(_as_seen_from(result, staging, out_path))
         results = localize_failures(results, staging, HUB_MODEL, feeds, out_path)
         shutil.rmtree(work, ignore_errors=True)
         report = Report(
@@ -268,6 +268,16 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+
+
+def _as_seen_from(result: ArtifactResult, staging: Path, out: Path) -> ArtifactResult:
+    """Paths in a build error (a toolkit's log) named where the user will find them: OUT
+    is staged under another name until it is complete."""
+    if result.error is None:
+        return result
+    error = {key: value.replace(str(staging), str(out)) if isinstance(value, str) else value
+             for key, value in result.error.items()}
+    return replace(result, error=error)
 
 
 def _layer_analysis(runner: LayerAnalysis, feeds: Mapping[str, np.ndarray]) -> list[dict]:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -92,27 +92,35 @@ class ToolchainStatus:
 # --- the catalogue ------------------------------------------------------------------------
 
 @functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {point.name: point for point in entry_points(group=TOOLCHAIN_GROUP)}
+
+
 def load_toolchains() -> dict[str, Toolchain]:
     """Every registered toolchain by name (imports the platform modules that declare them)."""
-    found = {}
-    for point in sorted(entry_points(group=TOOLCHAIN_GROUP), key=lambda p: p.name):
-        try:
-            found[point.name] = point.load()
-        except (ImportError, AttributeError) as exc:
-            raise ConversionError(f"the {point.name} toolchain's entry point {point.value} "
-                                  f"cannot be loaded: {exc}",
-                                  hint="reinstall the package that provides it",
-                                  code="broken-plugin") from exc
-    return found
+    return {name: get_toolchain(name) for name in sorted(_entry_points())}
 
 
 def get_toolchain(name: str) -> Toolchain:
-    toolchains = load_toolchains()
-    if name not in toolchains:
+    """One toolchain, loading only its own entry point: a broken plug-in elsewhere does
+    not stop this one."""
+    points = _entry_points()
+    if name not in points:
         raise UsageError(f"unknown toolchain {name!r}",
-                         hint=f"known toolchains: {', '.join(toolchains)}",
+                         hint=f"known toolchains: {', '.join(sorted(points))}",
                          code="unknown-toolchain")
-    return toolchains[name]
+    return _load(points[name])
+
+
+@functools.cache
+def _load(point: EntryPoint) -> Toolchain:
+    try:
+        return point.load()
+    except (ImportError, AttributeError) as exc:
+        raise ConversionError(f"the {point.name} toolchain's entry point {point.value} "
+                              f"cannot be loaded: {exc}",
+                              hint="reinstall the package that provides it",
+                              code="broken-plugin") from exc
 
 
 def toolchains_dir() -> Path:
