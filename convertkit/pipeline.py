@@ -238,6 +238,8 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
         model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
                              out_dir / "prepared.onnx")
         artifact = platform.build(model_path, target, out_dir, options)
+        if model_path.parent == out_dir and model_path not in (artifact.path, *artifact.files):
+            _remove_model(model_path)  # an intermediate the platform copied or compiled
         notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
         relative = str(artifact.path.relative_to(staging))
         budget = budget_for(artifact.precision, context.atol, context.rtol, context.budgets)
