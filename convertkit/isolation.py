@@ -38,6 +38,7 @@ def run_in_child(
     python: str = sys.executable,
     log_shown_as: str | None = None,
     environment: dict[str, str] | None = None,
+    launcher: Path | None = None,
 ) -> dict[str, Any]:
     """Call ``function`` ("package.module:name") with ``payload`` in a child interpreter.
 
@@ -45,7 +46,9 @@ def run_in_child(
     again here with its class; a crash, sys.exit or timeout becomes a ConversionError that
     names ``what`` was running and where its log is (``log_shown_as``: how to name the
     log to the user, when it will have moved by the time they read it). ``environment``
-    adds to, and overrides, the child's environment variables.
+    adds to, and overrides, the child's environment variables. ``launcher``: a script that
+    calls ``main()`` here, run in place of ``-m convertkit.isolation`` (its folder, not the
+    working folder, then leads the child's sys.path).
     """
     log_hint = f"the full output is in {log_shown_as or log_path}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +56,8 @@ def run_in_child(
         payload_path = Path(scratch, "payload.json")
         result_path = Path(scratch, "result.json")
         payload_path.write_text(json.dumps(payload))
-        command = [python, "-m", "convertkit.isolation", function, str(payload_path),
-                   str(result_path)]
+        entry = [str(launcher)] if launcher else ["-m", "convertkit.isolation"]
+        command = [python, *entry, function, str(payload_path), str(result_path)]
         with log_path.open("a", encoding="utf-8", errors="replace") as log:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -163,8 +166,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else "(no message)"
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The child's entry point: FUNCTION PAYLOAD RESULT on the command line."""
     _child_main(*sys.argv[1:4])
     # Tearing down the ~3000 modules a torch export loads takes 1-1.5 s
     # (benchmarks/convert_overhead.py); the result and the log are written and flushed.
     os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -371,20 +371,22 @@ def _locked(path: Path) -> Iterator[None]:
 def run_step(env: ToolchainEnv, function: str, payload: dict[str, Any], *, what: str,
              log_path: Path, timeout_s: float | None = None,
              echo: bool | None = None) -> dict[str, Any]:
-    """Call ``function`` ("convertkit.platforms.npu.rknn_step:build") with ``payload`` in
-    the toolchain's environment (see convertkit.isolation). Only the convertkit package is
-    importable there besides the environment's own packages."""
+    """Call ``function`` ("convertkit.toolchain_steps.rknn:build") with ``payload`` in the
+    toolchain's environment (see convertkit.isolation). The child sees the environment's
+    own packages and, through a link in a scratch folder that leads its sys.path, the
+    convertkit package: not the main environment, not the working folder."""
     from convertkit.isolation import run_in_child
 
-    with tempfile.TemporaryDirectory(prefix="convertkit-shim-") as shim:
+    with tempfile.TemporaryDirectory(prefix="convertkit-step-") as shim:
         os.symlink(_PACKAGE_DIR, Path(shim, "convertkit"))
-        environment = {"PYTHONPATH": shim, "PYTHONNOUSERSITE": "1",
-                       "VIRTUAL_ENV": str(env.root)}
+        launcher = Path(shim, "convertkit_step.py")
+        launcher.write_text("from convertkit.isolation import main\n\nmain()\n")
+        environment = {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(env.root)}
         try:
             return run_in_child(function, payload, what=what, log_path=log_path,
                                 echo=is_debug() if echo is None else echo,
                                 timeout_s=timeout_s, python=str(env.python),
-                                environment=environment)
+                                environment=environment, launcher=launcher)
         except ConversionError as error:
             if error.message.startswith(("ModuleNotFoundError", "ImportError")):
                 raise MissingDependencyError(
@@ -393,4 +395,3 @@ def run_step(env: ToolchainEnv, function: str, payload: dict[str, Any], *, what:
                     hint=f"repair it with `{install_command(env.toolchain.name, force=True)}`",
                     code=f"broken-toolchain-{env.toolchain.name}") from error
             raise
-

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import onnx
-from onnx import defs
+from onnx import defs, helper, numpy_helper
 
 from convertkit.errors import ConversionError
 from convertkit.ir.info import default_opset, iter_nodes
@@ -86,6 +87,7 @@ def _relabel_down(model: onnx.ModelProto, source: int, target: int,
                   converter_error: Exception) -> onnx.ModelProto:
     relabelled = onnx.ModelProto()
     relabelled.CopyFrom(model)
+    constants = _constants(relabelled.graph)
     misfits = set()
     for node in iter_nodes(relabelled.graph):
         if node.domain not in DEFAULT_DOMAINS:
@@ -94,6 +96,7 @@ def _relabel_down(model: onnx.ModelProto, source: int, target: int,
         new = defs.get_schema(node.op_type, source, "")
         if old.since_version == new.since_version:
             continue
+        _axes_as_attribute(node, old, constants)
         if not _fits_older_schema(node, old, new, target):
             misfits.add(node.op_type)
     if misfits:
@@ -112,6 +115,34 @@ def _relabel_down(model: onnx.ModelProto, source: int, target: int,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _conversion_failed(source, target, exc) from exc
     return relabelled
+
+
+def _axes_as_attribute(node: onnx.NodeProto, old: defs.OpSchema,
+                       constants: dict[str, np.ndarray]) -> None:
+    """Reduce* ops took their axes as an attribute before opset 18 (ReduceSum before 13):
+    a constant (or empty) axes input becomes that attribute again."""
+    if "axes" not in old.attributes or old.max_input != 1 or len(node.input) < 2:
+        return
+    name = node.input[1]
+    if name and name not in constants:
+        return
+    axes = [int(a) for a in constants[name].reshape(-1)] if name else []
+    noop = next((a for a in node.attribute if a.name == "noop_with_empty_axes"), None)
+    if noop is not None and noop.i and not axes:
+        return  # reduce nothing: the older op has no way to say it
+    if noop is not None:
+        node.attribute.remove(noop)
+    if axes:
+        node.attribute.append(helper.make_attribute("axes", axes))
+    del node.input[1:]
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    found = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            found[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return found
 
 
 def _fits_older_schema(node: onnx.NodeProto, old: defs.OpSchema, new: defs.OpSchema,

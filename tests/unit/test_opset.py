@@ -195,3 +195,28 @@ def test_convert_opset_down_keeps_softmax_results_or_refuses(op_type, axis):
         return
 
     np.testing.assert_allclose(_run(converted, feed), _run(source, feed), rtol=1e-6, atol=1e-6)
+
+
+def test_convert_opset_down_turns_reduce_axes_inputs_back_into_attributes():
+    # A dynamo export at opset 20: onnx's converter has no Reshape 19 -> 18 adapter, and
+    # ReduceMean takes its axes as an input from 18 on, as an attribute before.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    nodes = [
+        helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(
+            np.array([2, 3], dtype=np.int64))),
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+        helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(
+            np.array([1, 3], dtype=np.int64))),
+        helper.make_node("Reshape", ["m", "shape"], ["y"]),
+    ]
+    source = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                               opset_imports=[helper.make_opsetid("", 20)])
+
+    converted = convert_opset(source, 17)
+
+    onnx.checker.check_model(converted, full_check=True)
+    reduce = next(n for n in converted.graph.node if n.op_type == "ReduceMean")
+    assert list(reduce.input) == ["x"]
+    assert helper.get_attribute_value(reduce.attribute[-1]) == [2, 3]
+    np.testing.assert_allclose(_run(converted, _image()), _run(source, _image()), rtol=1e-6)
