@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-deps lint clean
+.PHONY: install demo test test-sophgo test-deps lint clean
 
 install: $(STAMP)
 
@@ -21,7 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 -m "not sophgo" $(PYTEST_ARGS)
+
+# The Sophgo tests need its ~6.5 GB toolchain environment (installed on first run, ~4 min).
+test-sophgo: $(STAMP)
+	$(BIN)/pytest -m sophgo tests/integration/platforms/test_sophgo.py
 
 # Optional, best effort, never fails: headless Chromium from Debian's packages for the
 # test that opens report.html (without it that test is skipped and says why).
