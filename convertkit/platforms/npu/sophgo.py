@@ -1,0 +1,243 @@
+"""`npu:sophgo[@CHIP]`: a Sophgo TPU model built with tpu-mlir 1.30 and checked in its
+cmodel simulator.
+
+The flow is tpu-mlir's own: model_transform (ONNX -> top MLIR, at the model's static input
+shapes), run_calibration for int8 (on --data or the check inputs, written as one .npz per
+sample under ``calibration/``), model_deploy (MLIR -> ``model.bmodel``, or
+``model.cvimodel`` for the CV18xx chips). The check runs that file in the cmodel simulator
+(tpu-mlir's pyruntime, as its model_runner does).
+
+Precisions per chip (what model_deploy 1.30.2 builds): bm1684x, bm1688, bm1690 fp16
+(default), int8, bf16, fp32; bm1684 int8 and fp32 (no fp16 unit); cv181x bf16 and int8.
+
+tpu-mlir needs Python 3.10 and pins numpy 1.24 and protobuf 3.20, so it lives in the
+``sophgo`` toolchain environment and every call to it goes through
+convertkit/toolchain_steps/sophgo.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+
+from convertkit.check.inputs import load_arrays, save_arrays
+from convertkit.errors import UsageError
+from convertkit.ir.info import OnnxInfo, describe
+from convertkit.ir.preflight import ListedOps, Requirements
+from convertkit.platforms import Artifact, BuildOptions, Problem
+from convertkit.platforms.calibration import calibration_notes, calibration_samples
+from convertkit.platforms.npu import TABLES, device_problems
+from convertkit.spec import Family, Precision, TargetSpec
+from convertkit.toolchains import (
+    Toolchain,
+    ToolchainEnv,
+    require_toolchain,
+    run_step,
+    toolchain_status,
+)
+
+# The glibc that tpu-mlir's wheel bundles (built on Ubuntu 22.04, glibc 2.35) in
+# lib/third_party, which its tools put first on LD_LIBRARY_PATH: any newer system library
+# loaded beside it (libexpat needs GLIBC_2.36 on Debian 12) kills the tool at start.
+BUNDLED_GLIBC = ("libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+                 "ld-linux-x86-64.so.2")
+
+
+def remove_bundled_glibc(env_root: Path) -> list[str]:
+    """Delete the glibc libraries tpu-mlir bundles, so its tools load the system's."""
+    removed = []
+    for folder in sorted(env_root.glob("lib/python3*/site-packages/tpu_mlir/lib/third_party")):
+        for name in BUNDLED_GLIBC:
+            library = folder / name
+            if library.exists() or library.is_symlink():
+                library.unlink()
+                removed.append(f"removed {library.relative_to(env_root)} (bundled glibc; "
+                               "the system's is used)")
+    return removed
+
+
+TOOLCHAIN = Toolchain(
+    name="sophgo",
+    description="Sophgo tpu-mlir: .bmodel/.cvimodel and the cmodel simulator",
+    requirements=Path(__file__).parent / "requirements" / "sophgo.txt",
+    probe=("tpu_mlir", "torch", "onnx"),
+    packages=("tpu_mlir", "torch", "onnx"),
+    python="3.10",
+    fixes=remove_bundled_glibc,
+    size_hint="~6.5 GB",
+)
+
+# Chips whose cmodel simulator tpu-mlir 1.30 ships, and the precisions model_deploy builds
+# for each (measured: bm1684 refuses F16/BF16, cv181x refuses F32 and builds F16 as BF16).
+CHIP_PRECISIONS: dict[str, tuple[Precision, ...]] = {
+    "bm1684x": (Precision.FP16, Precision.INT8, Precision.BF16, Precision.FP32),
+    "bm1684": (Precision.INT8, Precision.FP32),
+    "bm1688": (Precision.FP16, Precision.INT8, Precision.BF16, Precision.FP32),
+    "bm1690": (Precision.FP16, Precision.INT8, Precision.BF16, Precision.FP32),
+    "cv181x": (Precision.BF16, Precision.INT8),
+}
+CHIPS: tuple[str, ...] = tuple(CHIP_PRECISIONS)
+# model_deploy --quantize, per precision.
+QUANTIZE = {Precision.FP16: "F16", Precision.INT8: "INT8", Precision.BF16: "BF16",
+            Precision.FP32: "F32"}
+DEFAULT_CHIP = "bm1684x"
+CVI_CHIPS = frozenset({"cv181x"})  # model_deploy writes a .cvimodel for these
+SETTINGS_FILE = "sophgo.json"
+BUILD_LOG = "sophgo.log"
+CALIBRATION_DIR = "calibration"
+STEP = "convertkit.toolchain_steps.sophgo"
+BUILD_TIMEOUT_S = 3600
+
+
+class SophgoPlatform:
+    name: ClassVar[str] = "sophgo"
+    family: ClassVar[Family] = Family.NPU
+    is_family_default: ClassVar[bool] = False
+    description: ClassVar[str] = (
+        f"Sophgo TPU model (tpu-mlir 1.30), checked in its cmodel simulator; "
+        f"@CHIP: {', '.join(CHIPS)} (default {DEFAULT_CHIP})")
+    precisions: ClassVar[tuple[Precision, ...]] = (
+        Precision.FP16, Precision.INT8, Precision.BF16, Precision.FP32)
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=ListedOps(TABLES / "sophgo_ops.txt",
+                      source="tpu-mlir 1.30.2, OnnxConverter.onnxop_factory "
+                             "(tables/sophgo_ops.txt)"),
+        # Its graph optimiser (OnnxOpt.py) matches the Reduce* ops of opset 17 and older
+        # (axes as an attribute) and stops on opset 18's ("Unsupport opset for ReduceMean").
+        max_opset=17,
+        static_shapes=True,  # model_transform takes one fixed shape per input
+        source="tpu-mlir 1.30.2 (model_transform, model_deploy)",
+    )
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return toolchain_status(TOOLCHAIN.name).state == "installed"
+
+    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
+        return device_problems(target, CHIPS, "Sophgo chip")
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
+        chip = resolve_chip(target)
+        precision = options.precision or self.precisions[0]
+        if precision not in CHIP_PRECISIONS[chip]:
+            builds = ", ".join(p.value for p in CHIP_PRECISIONS[chip])
+            raise UsageError(f"tpu-mlir builds no {precision.value} model for {chip} (it "
+                             f"builds {builds})",
+                             hint=f"pass --precision {CHIP_PRECISIONS[chip][0].value}",
+                             code="precision-unsupported")
+        env = require_toolchain(TOOLCHAIN.name, needed_for=f"npu:sophgo@{chip}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        info = describe(onnx.load(str(onnx_path), load_external_data=False))
+        model_path = out_dir / ("model.cvimodel" if chip in CVI_CHIPS else "model.bmodel")
+        settings: dict[str, Any] = {
+            "model": model_path.name,
+            "chip": chip,
+            "precision": precision.value,
+            "input_names": [t.name for t in info.inputs],
+            "input_shapes": [list(t.dims) for t in info.inputs],
+            "output_names": [t.name for t in info.outputs],
+            "output_shapes": [list(t.dims) if all(isinstance(d, int) for d in t.dims)
+                              else None for t in info.outputs],
+            "output_dtypes": [t.dtype for t in info.outputs],
+        }
+        notes: list[str] = []
+        files = [model_path, out_dir / SETTINGS_FILE]
+        payload: dict[str, Any] = {
+            "onnx": str(onnx_path.resolve()), "chip": chip, "quantize": QUANTIZE[precision],
+            "input_shapes": settings["input_shapes"], "model": str(model_path.resolve()),
+        }
+        if precision == Precision.INT8:
+            samples = calibration_samples(options, onnx_path, "int8 calibration")
+            dataset = write_dataset(samples, settings["input_names"], out_dir / CALIBRATION_DIR)
+            table = out_dir / "calibration_table.txt"
+            payload.update(dataset=str(dataset.resolve()), samples=len(samples),
+                           calibration_table=str(table.resolve()))
+            files.extend([table, *sorted(dataset.iterdir())])
+            notes.append(f"int8: symmetric, calibrated by tpu-mlir run_calibration on "
+                         f"{len(samples)} sample(s) in {CALIBRATION_DIR}/ (table: {table.name})")
+            notes.extend(calibration_notes(options))
+        with tempfile.TemporaryDirectory(prefix=".tpu-mlir-", dir=out_dir) as work:
+            # model_transform and model_deploy write a dozen intermediate files (MLIR at
+            # each stage, weights, profiles) into their working folder; only the model
+            # file is kept.
+            payload["work"] = work
+            result = run_step(env, f"{STEP}:build", payload, what="the tpu-mlir build",
+                              log_path=out_dir / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
+        settings["toolkit"] = f"tpu-mlir {result['toolkit']}"
+        (out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        simulator = f"the tpu-mlir {result['toolkit']} cmodel simulator ({chip})"
+        notes.append(f"built for {chip} at {precision.value} by tpu-mlir {result['toolkit']} "
+                     f"(model_transform, model_deploy --quantize {QUANTIZE[precision]}); "
+                     f"checked in {simulator}")
+        return Artifact(str(target), model_path, precision, tuple(files), notes=tuple(notes),
+                        checked_in=simulator)
+
+    def open(self, artifact: Artifact) -> SophgoSimulatorRunner:
+        return SophgoSimulatorRunner(artifact.path.parent)
+
+
+class SophgoSimulatorRunner:
+    """The model of an artifact folder (its sophgo.json) in tpu-mlir's cmodel simulator."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.settings: dict[str, Any] = {}
+        self._env: ToolchainEnv | None = None
+
+    def __enter__(self) -> SophgoSimulatorRunner:
+        self.settings = json.loads((self.folder / SETTINGS_FILE).read_text())
+        self._env = require_toolchain(TOOLCHAIN.name, needed_for="the tpu-mlir simulator")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._env = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._env is not None, "use the runner inside a with block"
+        settings = self.settings
+        with tempfile.TemporaryDirectory(prefix="convertkit-sophgo-") as scratch:
+            payload = {
+                "model": str((self.folder / settings["model"]).resolve()),
+                "feeds": str(Path(scratch, "feeds.npz")),
+                "outputs": str(Path(scratch, "outputs.npz")),
+                "work": scratch,
+                "output_names": settings["output_names"],
+                "output_shapes": settings["output_shapes"],
+                "output_dtypes": settings["output_dtypes"],
+            }
+            save_arrays(Path(payload["feeds"]),
+                        {name: np.asarray(feeds[name]) for name in settings["input_names"]})
+            run_step(self._env, f"{STEP}:simulate", payload,
+                     what="the tpu-mlir cmodel simulator", log_path=self.folder / BUILD_LOG,
+                     timeout_s=BUILD_TIMEOUT_S)
+            return load_arrays(Path(payload["outputs"]))
+
+
+def resolve_chip(target: TargetSpec) -> str:
+    chip = (target.device or DEFAULT_CHIP).lower()
+    if chip not in CHIPS:
+        raise UsageError(f"unknown Sophgo chip {target.device!r}",
+                         hint=f"write npu:sophgo@CHIP with one of: {', '.join(CHIPS)}",
+                         code="unknown-device")
+    return chip
+
+
+def write_dataset(samples: list[dict[str, np.ndarray]], input_names: list[str],
+                  folder: Path) -> Path:
+    """The folder run_calibration reads (--dataset): one .npz per sample, each holding
+    every model input under its ONNX name, in the ONNX layout."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for index, sample in enumerate(samples):
+        save_arrays(folder / f"sample_{index:04d}.npz",
+                    {name: np.asarray(sample[name]) for name in input_names})
+    return folder

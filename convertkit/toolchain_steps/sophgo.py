@@ -1,0 +1,186 @@
+"""The Sophgo steps, run inside the ``sophgo`` toolchain environment (Python 3.10, see
+convertkit.toolchains): only the stdlib, numpy, tpu-mlir and convertkit.errors may be
+imported here.
+
+tpu-mlir's tools are scripts (python/tools/model_transform.py, run_calibration.py,
+model_deploy.py) that call its native passes (tpuc-opt, pymlir) and its cmodel simulator
+(pyruntime_*), which find their libraries through LD_LIBRARY_PATH. The dynamic loader reads
+that variable only when a process starts, so every tool runs as a child process with the
+environment tpu-mlir's own envsetup (tpu_mlir/__init__.py) sets; the simulator runs in
+such a child too (``python -m convertkit.toolchain_steps.sophgo simulate ...``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convertkit.errors import ConversionError
+
+MODEL_NAME = "model"
+CALIBRATION_TABLE = "calibration_table"
+_ERROR_LINE = re.compile(r"(Error|error:|not support|UNREACHABLE|Assertion|Traceback)")
+
+
+def tpu_mlir_root() -> Path:
+    spec = importlib.util.find_spec("tpu_mlir")
+    if spec is None or spec.origin is None:
+        raise ConversionError("tpu-mlir is not installed in this environment",
+                              hint="repair it with `convertkit toolchains install sophgo "
+                                   "--force`", code="broken-toolchain-sophgo")
+    return Path(spec.origin).parent
+
+
+def tpu_mlir_version() -> str:
+    from importlib.metadata import version
+
+    return version("tpu_mlir")
+
+
+def tool_environment(root: Path) -> dict[str, str]:
+    """The variables tpu_mlir/__init__.py sets for its tools (tpu-mlir's envsetup): their
+    scripts and binaries on PATH and PYTHONPATH, its libraries and the cmodel simulator's
+    on LD_LIBRARY_PATH, TPUC_ROOT (where the tools find their chip libraries) and the
+    PPL kernel compiler's folders."""
+    ppl = root / "cross_toolchains" / "ppl_compile"
+
+    def joined(*parts: Path | str | None) -> str:
+        return os.pathsep.join(str(p) for p in parts if p)
+
+    env = dict(os.environ)
+    env["PATH"] = joined(root / "bin", root / "python" / "tools", root / "python" / "utils",
+                         root / "python" / "test", root / "python" / "samples",
+                         root / "customlayer" / "python", ppl / "bin", env.get("PATH"))
+    env["PYTHONPATH"] = joined(root, root / "python", root / "regression",
+                               root / "customlayer" / "python", env.get("PYTHONPATH"))
+    env["LD_LIBRARY_PATH"] = joined(root / "lib", root / "lib" / "capi",
+                                    root / "lib" / "third_party", env.get("LD_LIBRARY_PATH"))
+    env["TPUC_ROOT"] = str(root)
+    env["PPL_PROJECT_ROOT"] = str(ppl)
+    env["PPL_BUILD_PATH"] = str(root / "build" / "ppl")
+    env["PPL_RUNTIME_PATH"] = str(ppl / "deps")
+    env["TPUKERNEL_CUSTOM_FIRMWARE_PATH"] = str(root / "lib" / "libcmodel_custom.so")
+    env["CUSTOM_LAYER_UNITTEST_DIR"] = str(root / "customlayer" / "test_if" / "unittest")
+    env.setdefault("OMP_NUM_THREADS", "4")
+    return env
+
+
+def run_tool(command: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+    """Run one tpu-mlir tool; its output goes to this step's log. A failure becomes a
+    ConversionError naming the tool's own last error line."""
+    print(f"$ {' '.join(command)}", flush=True)
+    tail: deque[str] = deque(maxlen=400)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                               errors="replace")
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(line)
+        tail.append(line.rstrip())
+    returncode = process.wait()
+    sys.stdout.flush()
+    if returncode == 0:
+        return
+    errors = [line.strip() for line in tail if _ERROR_LINE.search(line)]
+    unsupported = [line for line in errors if "Op not support" in line]
+    if unsupported:
+        raise ConversionError(f"{what}: tpu-mlir {unsupported[-1]}",
+                              hint="replace the operator in the model, or pick another target",
+                              code="unsupported-op")
+    last = (errors or [line.strip() for line in tail if line.strip()] or ["(no output)"])[-1]
+    raise ConversionError(f"{what} failed (exit status {returncode}): {last[:300]}",
+                          hint="the tool's full output is in the log", code="toolchain-failed")
+
+
+def build(payload: dict[str, Any]) -> dict[str, Any]:
+    """ONNX -> top MLIR (model_transform) -> calibration table for int8 (run_calibration)
+    -> .bmodel / .cvimodel for the chip (model_deploy), all inside ``payload['work']``."""
+    root = tpu_mlir_root()
+    env = tool_environment(root)
+    tools = root / "python" / "tools"
+    work = Path(payload["work"])
+    work.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    mlir = f"{MODEL_NAME}.mlir"
+    shapes = "[" + ",".join("[" + ",".join(str(d) for d in shape) + "]"
+                            for shape in payload["input_shapes"]) + "]"
+    run_tool([python, str(tools / "model_transform.py"), "--model_name", MODEL_NAME,
+              "--model_def", payload["onnx"], "--input_shapes", shapes, "--mlir", mlir],
+             work, env, "tpu-mlir model_transform (ONNX to MLIR)")
+    # Both tools write files beside their output (model.bmodel.json, a profile,
+    # shape_pattern_qtable...): they write into the work folder, and only the model and
+    # the calibration table move out.
+    model = work / Path(payload["model"]).name
+    deploy = [python, str(tools / "model_deploy.py"), "--mlir", mlir,
+              "--quantize", payload["quantize"], "--chip", payload["chip"],
+              "--model", model.name]
+    if payload.get("dataset"):
+        run_tool([python, str(tools / "run_calibration.py"), mlir,
+                  "--dataset", payload["dataset"], "--input_num", str(payload["samples"]),
+                  "-o", CALIBRATION_TABLE],
+                 work, env, "tpu-mlir run_calibration (int8 calibration)")
+        deploy += ["--calibration_table", CALIBRATION_TABLE]
+        shutil.copyfile(work / CALIBRATION_TABLE, payload["calibration_table"])
+    run_tool(deploy, work, env,
+             f"tpu-mlir model_deploy ({payload['chip']}, {payload['quantize']})")
+    if not model.is_file():
+        raise ConversionError(f"tpu-mlir model_deploy wrote no {model.name}",
+                              hint="the tool's full output is in the log",
+                              code="toolchain-failed")
+    shutil.move(model, payload["model"])
+    return {"toolkit": tpu_mlir_version()}
+
+
+def simulate(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the model file in tpu-mlir's cmodel simulator on ``payload['feeds']`` (.npz,
+    named after the ONNX inputs) and write its outputs, named after the ONNX outputs, to
+    ``payload['outputs']``."""
+    env = tool_environment(tpu_mlir_root())
+    # The folder this convertkit package was imported from (run_step's scratch folder),
+    # so that the child can import this module too.
+    package_parent = str(Path(__file__).parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], package_parent) if p)
+    run_tool([sys.executable, "-m", __name__, "simulate", json.dumps(payload)],
+             Path(payload["work"]), env, "the tpu-mlir cmodel simulator")
+    return {"toolkit": tpu_mlir_version()}
+
+
+def _simulate_here(payload: dict[str, Any]) -> None:
+    """The simulator run itself, in a process started with tpu-mlir's environment."""
+    from tools.model_runner import model_inference  # tpu_mlir/python/tools on PYTHONPATH
+
+    with np.load(payload["feeds"]) as data:
+        feeds = {name: data[name] for name in data.files}
+    # The runner writes a copy of the model and its inputs (a "pack" for a board) into a
+    # folder named after the model file: point it at a link in the scratch folder.
+    model = Path(payload["work"], "simulated" + Path(payload["model"]).suffix)
+    model.symlink_to(payload["model"])
+    outputs = model_inference(feeds, str(model), dump_all=False)
+    names = payload["output_names"]
+    if len(outputs) != len(names):
+        raise SystemExit(f"error: the model gave {len(outputs)} outputs "
+                         f"({', '.join(outputs)}), the ONNX model has {len(names)}")
+    result = {}
+    for name, shape, dtype, value in zip(names, payload["output_shapes"],
+                                         payload["output_dtypes"], outputs.values(), strict=True):
+        value = np.asarray(value)
+        if shape is not None and value.size == int(np.prod(shape)):
+            value = value.reshape(shape)  # cvimodels report 4-D shapes
+        result[name] = value.astype(dtype) if dtype else value
+    np.savez(payload["outputs"], **result)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["simulate"]:
+        raise SystemExit("usage: python -m convertkit.toolchain_steps.sophgo simulate PAYLOAD")
+    _simulate_here(json.loads(sys.argv[2]))

@@ -1,0 +1,140 @@
+"""npu:sophgo: .bmodel files built by tpu-mlir 1.30 in its Python 3.10 toolchain
+environment and checked in its cmodel simulator.
+
+The toolchain is installed the way a user installs it (`convertkit toolchains install
+sophgo`, a no-op when it is there): about 6.5 GB and a few minutes the first time, so the
+tests that need it are marked `sophgo` (and `slow`) and stay out of the default run. The
+missing-toolchain and unknown-chip tests need nothing installed and run everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from convertkit.ir.info import describe
+from convertkit.platforms.npu.sophgo import SophgoPlatform, remove_bundled_glibc
+from convertkit.spec import TargetSpec
+from tests.conftest import ROOT, run_cli
+
+SMALL_CNN = "tests/models/torch_models.py:small_cnn"
+
+
+@pytest.fixture(scope="session")
+def sophgo_toolchain() -> None:
+    done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install",
+                           "sophgo"], capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _conv_model(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def _artifact(report: dict, target: str) -> dict:
+    return next(a for a in report["artifacts"] if a["target"] == target)
+
+
+@pytest.mark.parametrize(("precision", "max_abs"), [("fp16", 1e-2), ("int8", 0.2)])
+@pytest.mark.slow
+@pytest.mark.sophgo
+def test_small_cnn_passes_in_the_cmodel_simulator(sophgo_toolchain: None, tmp_path: Path,
+                                                  precision: str, max_abs: float) -> None:
+    out = tmp_path / "out"
+
+    # tpu-mlir takes opset 17 at most: the exporter's opset 20 is converted down.
+    result = run_cli("convert", SMALL_CNN, "-i", "x:1x3x32x32",
+                     "-t", "npu:sophgo@bm1684x", "--precision", precision, out=out)
+
+    assert result.exit_code == 0, result.stderr
+    artifact = _artifact(result.report, "npu:sophgo@bm1684x")
+    assert artifact["status"] == "pass", artifact
+    assert artifact["precision"] == precision
+    assert artifact["path"] == "npu-sophgo-bm1684x/model.bmodel"
+    assert (out / artifact["path"]).stat().st_size > 10_000
+    assert "tpu-mlir 1.30.2 cmodel simulator (bm1684x)" in artifact["checked_in"]
+    (metric,) = artifact["metrics"].values()
+    assert metric["max_abs"] < max_abs and metric["cosine"] > 0.999
+    folder = out / "npu-sophgo-bm1684x"
+    # The tools' intermediate files (MLIR, weights, profiles, a board "pack") are not kept.
+    assert {p.name for p in folder.iterdir()} <= {
+        "model.bmodel", "sophgo.json", "sophgo.log", "prepared.onnx", "calibration",
+        "calibration_table.txt"}
+    if precision == "int8":
+        assert (folder / "calibration_table.txt").read_text().strip()
+        (sample,) = folder.glob("calibration/*.npz")
+        assert np.load(sample)["x"].shape == (1, 3, 32, 32)
+        assert any("run_calibration" in note for note in artifact["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.sophgo
+def test_a_chip_without_fp16_is_refused_and_builds_int8(sophgo_toolchain: None,
+                                                        tmp_path: Path) -> None:
+    model = _conv_model(tmp_path / "conv.onnx")
+
+    refused = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", out=tmp_path / "a")
+    built = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", "--precision", "int8",
+                    out=tmp_path / "b")
+
+    assert refused.exit_code == 2, refused.stderr
+    error = _artifact(refused.report, "npu:sophgo@bm1684")["error"]
+    assert "no fp16 model for bm1684" in error["message"]
+    assert built.exit_code == 0, built.stderr
+    artifact = _artifact(built.report, "npu:sophgo@bm1684")
+    assert artifact["status"] == "pass" and artifact["checked_in"].endswith("(bm1684)")
+
+
+def test_a_missing_toolchain_exits_4_with_the_install_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERTKIT_TOOLCHAINS_DIR", str(tmp_path / "no-toolchains"))
+    model = _conv_model(tmp_path / "conv.onnx")
+
+    result = run_cli("convert", str(model), "-t", "npu:sophgo", out=tmp_path / "out")
+
+    assert result.exit_code == 4, result.stderr
+    assert "convertkit toolchains install sophgo" in result.stderr
+    error = _artifact(result.report, "npu:sophgo")["error"]
+    assert error["code"] == "missing-toolchain-sophgo"
+
+
+def test_an_unknown_chip_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    model = _conv_model(tmp_path / "conv.onnx")
+    info = describe(onnx.load(str(model)))
+
+    problems = SophgoPlatform().preflight(info, TargetSpec("npu", "sophgo", "bm9999"))
+    result = run_cli("convert", str(model), "-t", "npu:sophgo@bm9999", out=tmp_path / "out")
+
+    assert len(problems) == 1
+    assert "unknown Sophgo chip 'bm9999'" in problems[0].message
+    assert "bm1684x" in problems[0].message and "cv181x" in problems[0].message
+    assert result.exit_code == 3, result.stderr
+    error = _artifact(result.report, "npu:sophgo@bm9999")["error"]
+    assert "unknown Sophgo chip 'bm9999'" in error["message"]
+    assert not (tmp_path / "out" / "npu-sophgo-bm9999").exists()
+
+
+def test_the_install_fix_removes_only_the_bundled_glibc(tmp_path: Path) -> None:
+    third_party = tmp_path / "lib/python3.10/site-packages/tpu_mlir/lib/third_party"
+    third_party.mkdir(parents=True)
+    for name in ("libc.so.6", "libm.so.6", "libpthread.so.0", "libstdc++.so.6", "libz.so.1"):
+        (third_party / name).write_bytes(b"")
+
+    removed = remove_bundled_glibc(tmp_path)
+
+    assert sorted(p.name for p in third_party.iterdir()) == ["libstdc++.so.6", "libz.so.1"]
+    assert len(removed) == 3 and all("bundled glibc" in line for line in removed)
+    assert remove_bundled_glibc(tmp_path) == []
