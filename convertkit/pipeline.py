@@ -94,8 +94,8 @@ def convert(
         [t if isinstance(t, TargetSpec) else TargetSpec.parse(t) for t in targets])
     wanted_precision = _parse_precision(precision)
     for target, platform in platforms.items():
-        if target not in (ONNX_TARGET, AUTO_CPU_TARGET):
-            _options_for(platform, target, BuildOptions(), wanted_precision)  # fail early
+        if wanted_precision and target not in (ONNX_TARGET, AUTO_CPU_TARGET):
+            _options_for(platform(), target, BuildOptions(), wanted_precision)  # fail early
     data_path = existing_file(data, "--data")
     weights_path = existing_file(weights, "--weights")
     budgets = load_budget_file(budget_file) if budget_file is not None else None
@@ -295,10 +295,12 @@ def _layer_analysis(runner: LayerAnalysis, feeds: Mapping[str, np.ndarray]) -> l
 def _options_for(platform: Platform, target: TargetSpec, options: BuildOptions,
                  precision: Precision | None) -> BuildOptions:
     """The build options with the precision this build makes: the one asked of it, else
-    --precision, else the platform's default. The onnx target is always fp32."""
+    --precision, else the platform's default (for its device, where a platform has
+    ``default_precision(target)``: an int8-only chip). The onnx target is always fp32."""
     wanted = precision or options.precision
     if target == ONNX_TARGET or wanted is None:
-        return replace(options, precision=platform.precisions[0])
+        chosen = getattr(platform, "default_precision", None)
+        return replace(options, precision=chosen(target) if chosen else platform.precisions[0])
     if wanted not in platform.precisions:
         raise UsageError(
             f"{target} does not build {wanted.value}",

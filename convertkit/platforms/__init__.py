@@ -59,6 +59,13 @@ class Runner(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+class DevicePrecision(Protocol):
+    """A platform whose default precision depends on the device (an NPU that computes
+    int8 only): the pipeline asks it instead of taking ``precisions[0]``."""
+
+    def default_precision(self, target: TargetSpec) -> Precision: ...
+
+
 class LayerAnalysis(Protocol):
     """A runner that can also say, after a failed check, which of its layers diverge most
     (the toolkit's own per-layer analysis, e.g. rknn-toolkit2's accuracy_analysis)."""

@@ -120,6 +120,10 @@ class SophgoPlatform:
     def is_available(cls) -> bool:
         return toolchain_status(TOOLCHAIN.name).state == "installed"
 
+    def default_precision(self, target: TargetSpec) -> Precision:
+        chip = (target.device or DEFAULT_CHIP).lower()
+        return CHIP_PRECISIONS.get(chip, self.precisions)[0]
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return device_problems(target, CHIPS, "Sophgo chip")
 

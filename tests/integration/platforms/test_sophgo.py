@@ -82,13 +82,13 @@ def test_small_cnn_passes_in_the_cmodel_simulator(sophgo_toolchain: None, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.sophgo
-def test_a_chip_without_fp16_is_refused_and_builds_int8(sophgo_toolchain: None,
-                                                        tmp_path: Path) -> None:
+def test_a_chip_without_fp16_refuses_it_and_builds_int8_by_default(
+        sophgo_toolchain: None, tmp_path: Path) -> None:
     model = _conv_model(tmp_path / "conv.onnx")
 
-    refused = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", out=tmp_path / "a")
-    built = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", "--precision", "int8",
-                    out=tmp_path / "b")
+    refused = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", "--precision", "fp16",
+                      out=tmp_path / "a")
+    built = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", out=tmp_path / "b")
 
     assert refused.exit_code == 2, refused.stderr
     error = _artifact(refused.report, "npu:sophgo@bm1684")["error"]
@@ -96,6 +96,7 @@ def test_a_chip_without_fp16_is_refused_and_builds_int8(sophgo_toolchain: None,
     assert built.exit_code == 0, built.stderr
     artifact = _artifact(built.report, "npu:sophgo@bm1684")
     assert artifact["status"] == "pass" and artifact["checked_in"].endswith("(bm1684)")
+    assert artifact["precision"] == "int8"
 
 
 def test_a_missing_toolchain_exits_4_with_the_install_command(

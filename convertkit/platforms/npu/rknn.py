@@ -1,0 +1,309 @@
+"""`npu:rknn[@CHIP]`: a Rockchip RKNN model (.rknn) built with rknn-toolkit2 2.5.0 and
+checked in the toolkit's simulator.
+
+- fp16 (default): the float model, computed at fp16 by the NPU (``float_dtype``).
+- int8: w8a8 per-channel quantisation (``quantized_algorithm='normal'``), calibrated on
+  --data or the check inputs, written as the dataset list of .npy files the toolkit reads
+  (kept in the artifact folder under ``calibration/``).
+
+rknn-toolkit2 pins protobuf, numpy and onnx releases the main environment cannot hold,
+so it lives in the ``rknn`` toolchain environment and every call to it goes through
+convertkit/toolchain_steps/rknn.py. Its simulator runs only a model built from ONNX in the
+same process (a .rknn loaded from file needs a board), so the build step also simulates the check
+inputs right after exporting the .rknn; the runner returns those outputs when asked for
+the same inputs, and otherwise builds again from the same ONNX with the same settings
+(rknn.json) and simulates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+
+from convertkit.check.inputs import load_arrays, save_arrays
+from convertkit.errors import MissingDependencyError, UsageError
+from convertkit.ir.info import OnnxInfo, describe
+from convertkit.ir.preflight import ListedOps, Requirements
+from convertkit.platforms import Artifact, BuildOptions, Problem
+from convertkit.platforms.calibration import calibration_notes, calibration_samples
+from convertkit.platforms.npu import TABLES, device_problems
+from convertkit.spec import Family, Precision, TargetSpec
+from convertkit.toolchains import (
+    Toolchain,
+    ToolchainEnv,
+    require_toolchain,
+    run_step,
+    toolchain_status,
+)
+
+REQUIREMENTS = Path(__file__).parent / "requirements" / "rknn.txt"
+NO_DEPS_LINE = re.compile(r"^#\s*no-deps:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def install_without_dependencies(env_root: Path) -> list[str]:
+    """pip-install the requirement on the requirements file's ``# no-deps:`` line with
+    --no-deps: rknn-toolkit2 2.5.0 declares torch<=2.4.0 but runs on the torch 2.13.0 the
+    file pins, and pip would otherwise refuse the pair (or fetch another torch)."""
+    done = []
+    for requirement in NO_DEPS_LINE.findall(REQUIREMENTS.read_text(encoding="utf-8")):
+        command = [str(env_root / "bin" / "python"), "-m", "pip", "install",
+                   "--disable-pip-version-check", "--no-input", "--no-deps", requirement]
+        environment = {k: v for k, v in os.environ.items()
+                       if k not in ("PYTHONPATH", "PYTHONHOME")}
+        result = subprocess.run(command, capture_output=True, text=True, env=environment,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise MissingDependencyError(
+                f"pip install --no-deps {requirement} failed: {last}",
+                hint="check that PyPI (or your index) is reachable and retry",
+                code="toolchain-install-failed")
+        done.append(f"pip install --no-deps {requirement} (its torch<=2.4.0 pin is "
+                    "overridden by the torch the requirements pin)")
+    return done
+
+
+TOOLCHAIN = Toolchain(
+    name="rknn",
+    description="Rockchip rknn-toolkit2: .rknn models and the RKNN simulator",
+    requirements=REQUIREMENTS,
+    probe=("rknn.api",),
+    packages=("rknn-toolkit2", "onnx", "torch"),
+    fixes=install_without_dependencies,
+    size_hint="~1.5 GB",
+)
+
+# The target_platform values rknn-toolkit2 2.5.0 builds for; the first is the default.
+CHIPS: tuple[str, ...] = ("rk3588", "rk3566", "rk3568", "rk3562", "rk3576", "rv1106",
+                          "rv1103", "rv1126b")
+DEFAULT_CHIP = "rk3588"
+# Their NPUs compute integers only: the toolkit refuses do_quantization=False for them.
+INT8_ONLY_CHIPS = frozenset({"rv1106", "rv1103"})
+SETTINGS_FILE = "rknn.json"
+BUILD_LOG = "rknn.log"
+SIMULATED_OUTPUTS = "simulator_outputs.npz"
+CALIBRATION_DIR = "calibration"
+STEP = "convertkit.toolchain_steps.rknn"
+BUILD_TIMEOUT_S = 3600
+
+
+class RknnPlatform:
+    name: ClassVar[str] = "rknn"
+    family: ClassVar[Family] = Family.NPU
+    is_family_default: ClassVar[bool] = True
+    description: ClassVar[str] = (
+        f"Rockchip RKNN model (rknn-toolkit2 2.5.0), checked in the toolkit's simulator; "
+        f"@CHIP: {', '.join(CHIPS)} (default {DEFAULT_CHIP})")
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP16, Precision.INT8)
+    requirements: ClassVar[Requirements] = Requirements(
+        ops=ListedOps(TABLES / "rknn_ops.txt",
+                      source="rknn-toolkit2 2.5.0 probed op by op (onnx backend node tests "
+                             "built, simulated, lowered without a custom op) and Rockchip's "
+                             "RKNNToolKit2_OP_Support v2.1.0 (tables/rknn_ops.txt)"),
+        # load_onnx refuses opset 20 and newer ("need <= 19"); Rockchip documents 12-19.
+        min_opset=12,
+        max_opset=19,
+        static_shapes=True,  # an .rknn has fixed input shapes (dynamic_input aside)
+        source="rknn-toolkit2 2.5.0 (load_onnx, build) and Rockchip's operator list",
+    )
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return toolchain_status(TOOLCHAIN.name).state == "installed"
+
+    def default_precision(self, target: TargetSpec) -> Precision:
+        chip = (target.device or DEFAULT_CHIP).lower()
+        return Precision.INT8 if chip in INT8_ONLY_CHIPS else self.precisions[0]
+
+    def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
+        return device_problems(target, CHIPS, "Rockchip chip")
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
+              options: BuildOptions) -> Artifact:
+        chip = resolve_chip(target)
+        precision = options.precision or self.precisions[0]
+        if precision not in self.precisions:
+            raise UsageError(f"{target} does not build {precision.value}",
+                             hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
+                             code="precision-unsupported")
+        if precision == Precision.FP16 and chip in INT8_ONLY_CHIPS:
+            raise UsageError(f"the {chip} NPU computes int8 only: rknn-toolkit2 builds no "
+                             "fp16 model for it", hint="pass --precision int8",
+                             code="precision-unsupported")
+        env = require_toolchain(TOOLCHAIN.name, needed_for=f"npu:rknn@{chip}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        info = describe(model)
+        rknn_path = out_dir / "model.rknn"
+        settings: dict[str, Any] = {
+            "onnx": os.path.relpath(onnx_path, out_dir),
+            "chip": chip,
+            "precision": precision.value,
+            "dataset": None,
+            "input_names": [t.name for t in info.inputs],
+            "output_names": [t.name for t in info.outputs],
+            "output_shapes": [list(t.dims) if all(isinstance(d, int) for d in t.dims)
+                              else None for t in info.outputs],
+        }
+        notes: list[str] = []
+        files: list[Path] = [rknn_path, out_dir / SETTINGS_FILE]
+        if onnx_path.parent == out_dir:
+            files.append(onnx_path)  # kept: a check on other inputs rebuilds from it
+        samples: list[dict[str, np.ndarray]] = []
+        if precision == Precision.INT8:
+            samples = calibration_samples(options, onnx_path, "int8 calibration")
+            dataset = write_dataset(samples, settings["input_names"], out_dir / CALIBRATION_DIR)
+            settings["dataset"] = os.path.relpath(dataset, out_dir)
+            files.extend(sorted((out_dir / CALIBRATION_DIR).iterdir()))
+            notes.append(f"int8: w8a8, per-channel, 'normal' calibration on {len(samples)} "
+                         f"sample(s) listed in {CALIBRATION_DIR}/{dataset.name}")
+            notes.extend(calibration_notes(options))
+        elif options.calibration_path is not None:
+            samples = calibration_samples(options, onnx_path, "the simulator check")
+        payload = _payload(settings, out_dir)
+        payload["rknn"] = str(rknn_path)
+        with tempfile.TemporaryDirectory(prefix=".feeds-", dir=out_dir) as scratch:
+            if samples:
+                # The pipeline's calibration inputs are the check's: simulate them now, in
+                # the process that built the model, so the check needs no second build.
+                feeds = Path(scratch, "feeds.npz")
+                save_arrays(feeds, samples[0])
+                payload.update(feeds=str(feeds), outputs=str(out_dir / SIMULATED_OUTPUTS))
+                settings["simulated_feeds_sha256"] = feeds_digest(samples[0])
+                files.append(out_dir / SIMULATED_OUTPUTS)
+            result = run_step(env, f"{STEP}:build", payload, what="the RKNN build",
+                              log_path=out_dir / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
+        settings["toolkit"] = f"rknn-toolkit2 {result['toolkit']}"
+        (out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        simulator = f"the rknn-toolkit2 {result['toolkit']} simulator"
+        notes.append(f"built for {chip} at {precision.value}; checked in {simulator}, which "
+                     "runs only a model built from ONNX in the same process: "
+                     + (f"the build that wrote model.rknn simulated the check inputs "
+                        f"({SIMULATED_OUTPUTS}); other inputs are simulated by a rebuild"
+                        if samples else "the check rebuilds")
+                     + f" from the same ONNX with the same settings ({SETTINGS_FILE})")
+        return Artifact(str(target), rknn_path, precision, tuple(files), notes=tuple(notes),
+                        checked_in=simulator)
+
+    def open(self, artifact: Artifact) -> RknnSimulatorRunner:
+        return RknnSimulatorRunner(artifact.path.parent)
+
+
+class RknnSimulatorRunner:
+    """The model of an artifact folder (its rknn.json) in the rknn-toolkit2 simulator."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.settings: dict[str, Any] = {}
+        self._env: ToolchainEnv | None = None
+
+    def __enter__(self) -> RknnSimulatorRunner:
+        self.settings = json.loads((self.folder / SETTINGS_FILE).read_text())
+        self._env = require_toolchain(TOOLCHAIN.name, needed_for="the RKNN simulator")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._env = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The simulator's outputs for ``feeds``: those the build simulated when the
+        inputs are the same, else from a rebuild that simulates them."""
+        feeds = {name: np.asarray(feeds[name]) for name in self.settings["input_names"]}
+        simulated = self.folder / SIMULATED_OUTPUTS
+        if (simulated.is_file()
+                and self.settings.get("simulated_feeds_sha256") == feeds_digest(feeds)):
+            return load_arrays(simulated)
+        with tempfile.TemporaryDirectory(prefix="convertkit-rknn-") as scratch:
+            payload = self._payload_with(feeds, Path(scratch))
+            payload["outputs"] = str(Path(scratch, "outputs.npz"))
+            run_step(self._require_env(), f"{STEP}:simulate", payload,
+                     what="the RKNN simulator", log_path=self.folder / BUILD_LOG,
+                     timeout_s=BUILD_TIMEOUT_S)
+            return load_arrays(Path(payload["outputs"]))
+
+    def layer_analysis(self, feeds: Mapping[str, np.ndarray]) -> list[dict]:
+        """rknn-toolkit2's accuracy_analysis of the simulated model on ``feeds``: the ten
+        layers whose own output (``cosine``, ``euclidean``) strays furthest from the
+        float model's, worst first; ``cosine_entire``/``euclidean_entire`` are the errors
+        accumulated up to that layer. The full table is kept beside the artifact
+        (accuracy_analysis.txt)."""
+        feeds = {name: np.asarray(feeds[name]) for name in self.settings["input_names"]}
+        with tempfile.TemporaryDirectory(prefix="convertkit-rknn-") as scratch:
+            payload = self._payload_with(feeds, Path(scratch))
+            payload["work_dir"] = str(Path(scratch, "analysis"))
+            result = run_step(self._require_env(), f"{STEP}:analyse", payload,
+                              what="the RKNN accuracy analysis",
+                              log_path=self.folder / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
+            shutil.copyfile(result["report"], self.folder / "accuracy_analysis.txt")
+        return result["rows"][:10]
+
+    def _payload_with(self, feeds: Mapping[str, np.ndarray], scratch: Path) -> dict[str, Any]:
+        payload = _payload(self.settings, self.folder)
+        payload["feeds"] = str(scratch / "feeds.npz")
+        save_arrays(Path(payload["feeds"]), feeds)
+        return payload
+
+    def _require_env(self) -> ToolchainEnv:
+        assert self._env is not None, "use the runner inside a with block"
+        return self._env
+
+
+def resolve_chip(target: TargetSpec) -> str:
+    chip = (target.device or DEFAULT_CHIP).lower()
+    if chip not in CHIPS:
+        raise UsageError(f"unknown Rockchip chip {target.device!r}",
+                         hint=f"write npu:rknn@CHIP with one of: {', '.join(CHIPS)}",
+                         code="unknown-device")
+    return chip
+
+
+def write_dataset(samples: list[dict[str, np.ndarray]], input_names: list[str],
+                  folder: Path) -> Path:
+    """The dataset list rknn-toolkit2 calibrates on: one line per sample, the .npy file of
+    each input in model input order, separated by spaces. Arrays keep the ONNX layout
+    (the toolkit expects NCHW .npy for an NCHW model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, sample in enumerate(samples):
+        paths = []
+        for position, name in enumerate(input_names):
+            path = folder / f"sample{index}_input{position}.npy"
+            np.save(path, np.ascontiguousarray(sample[name]))
+            paths.append(path.name)
+        lines.append(" ".join(paths))
+    dataset = folder / "dataset.txt"
+    dataset.write_text("\n".join(lines) + "\n")
+    return dataset
+
+
+def feeds_digest(feeds: Mapping[str, np.ndarray]) -> str:
+    """A digest of input arrays: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(feeds):
+        value = np.ascontiguousarray(feeds[name])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _payload(settings: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """The step payload for the model of rknn.json ``settings`` in ``folder``: its paths
+    made absolute, for a step that runs elsewhere."""
+    payload = {key: settings[key] for key in ("chip", "precision", "input_names",
+                                              "output_names", "output_shapes")}
+    payload["onnx"] = str((folder / settings["onnx"]).resolve())
+    if settings.get("dataset"):
+        payload["dataset"] = str((folder / settings["dataset"]).resolve())
+    return payload
+

@@ -1,0 +1,213 @@
+"""The RKNN steps that run inside the rknn toolchain's environment (rknn-toolkit2).
+
+rknn-toolkit2 simulates only a model it built from ONNX in the same process (a .rknn
+loaded from file cannot run without a board), so every step builds from the ONNX with
+the same configuration: ``build`` writes the .rknn and, when given the check inputs, runs
+them in the simulator right away; ``simulate`` builds again and runs other inputs;
+``analyse`` builds again and runs the toolkit's per-layer accuracy analysis.
+
+Runs in the toolchain's environment: imports only the standard library, numpy, the
+toolkit and convertkit.errors (see convertkit.toolchains).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convertkit.errors import ConversionError
+
+TOOLKIT = "rknn-toolkit2"
+LOG_HINT = "the toolkit's full output is in the artifact folder's rknn.log"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# One row of error_analysis.txt: "[Conv] name  0.99997 | 0.43635   0.99999 | 0.16215";
+# layers fused into the next one are listed without numbers.
+_ANALYSIS_ROW = re.compile(r"^\[(?P<op>[^\]]+)\]\s+(?P<layer>\S+)\s+(?P<cos>\S+)\s*\|\s*"
+                           r"(?P<euc>\S+)\s+(?P<single_cos>\S+)\s*\|\s*(?P<single_euc>\S+)\s*$")
+
+
+def build(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build ``payload["onnx"]`` for ``payload["chip"]`` and write ``payload["rknn"]``;
+    with ``payload["feeds"]`` (.npz) also simulate them into ``payload["outputs"]``."""
+    with _built(payload) as rknn:
+        _call(rknn.export_rknn, "export_rknn", payload["rknn"])
+        simulated = bool(payload.get("feeds"))
+        if simulated:
+            _simulate(rknn, payload)
+    return {"toolkit": _toolkit_version(), "simulated": simulated}
+
+
+def simulate(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build as ``build`` does (no .rknn written) and simulate ``payload["feeds"]``."""
+    with _built(payload) as rknn:
+        _simulate(rknn, payload)
+    return {"toolkit": _toolkit_version()}
+
+
+def analyse(payload: dict[str, Any]) -> dict[str, Any]:
+    """Build as ``build`` does and run the toolkit's accuracy_analysis on
+    ``payload["feeds"]`` in the simulator: per layer, the cosine and euclidean distance of
+    the simulated output from the float ("golden") one, accumulated over the layers before
+    it (``*_entire``) and for the layer alone. Returns the rows, worst single-layer cosine
+    first (then largest single-layer euclidean distance)."""
+    work = Path(payload["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    arrays = _load_feeds(payload)
+    paths = []
+    for index, value in enumerate(arrays):
+        path = work / f"input_{index}.npy"
+        np.save(path, value)
+        paths.append(str(path))
+    with _built(payload) as rknn:
+        _call(rknn.accuracy_analysis, "accuracy_analysis", inputs=paths,
+              output_dir=str(work / "analysis"))
+    report = work / "analysis" / "error_analysis.txt"
+    if not report.is_file():
+        raise ConversionError("rknn-toolkit2's accuracy_analysis wrote no error_analysis.txt",
+                              hint=LOG_HINT, code="rknn-analysis-failed")
+    rows = [row for row in parse_error_analysis(report.read_text(errors="replace"))
+            if row["op"] != "Input"]
+    # The file prints 5 decimals: at fp16 most cosines read 1.00000, and the euclidean
+    # distance tells the layers apart.
+    rows.sort(key=_worst_first)
+    return {"rows": rows, "report": str(report)}
+
+
+def parse_error_analysis(text: str) -> list[dict[str, Any]]:
+    """The layers of rknn-toolkit2's error_analysis.txt, in file order."""
+    rows = []
+    for line in text.splitlines():
+        match = _ANALYSIS_ROW.match(line.strip())
+        if match is None:
+            continue
+        try:
+            numbers = {key: float(match[key]) for key in
+                       ("cos", "euc", "single_cos", "single_euc")}
+        except ValueError:
+            continue
+        rows.append({"layer": match["layer"], "op": match["op"],
+                     "cosine": numbers["single_cos"], "euclidean": numbers["single_euc"],
+                     "cosine_entire": numbers["cos"], "euclidean_entire": numbers["euc"]})
+    return rows
+
+
+def _worst_first(row: dict[str, Any]) -> tuple[float, float, float]:
+    """Sort key: lowest cosine, then largest euclidean distance; NaN or Inf is worst."""
+    def low(value: float) -> float:
+        return value if np.isfinite(value) else -np.inf
+
+    return low(row["cosine"]), low(-row["euclidean"]), low(row["cosine_entire"])
+
+
+@contextlib.contextmanager
+def _built(payload: dict[str, Any]) -> Iterator[Any]:
+    """An RKNN object holding the model built from the payload's ONNX and settings."""
+    from rknn.api import RKNN
+
+    with _errors_collected():
+        rknn = RKNN(verbose=False)
+        try:
+            config: dict[str, Any] = {"target_platform": payload["chip"]}
+            if payload["precision"] == "int8":
+                config.update(quantized_dtype="w8a8", quantized_algorithm="normal",
+                              quantized_method="channel")
+            _call(rknn.config, "config", **config)
+            _call(rknn.load_onnx, "load_onnx", model=payload["onnx"])
+            quantize = payload["precision"] == "int8"
+            _call(rknn.build, "build", do_quantization=quantize,
+                  dataset=payload.get("dataset") if quantize else None)
+            yield rknn
+        finally:
+            rknn.release()
+
+
+def _simulate(rknn: Any, payload: dict[str, Any]) -> None:
+    arrays = _load_feeds(payload)
+    _call(rknn.init_runtime, "init_runtime (simulator)")
+    # rknn takes 4-D inputs as NHWC unless told the data is NCHW, as the ONNX model's is.
+    formats = ["nchw" if value.ndim == 4 else "nhwc" for value in arrays]
+    outputs = _call(rknn.inference, "inference (simulator)", inputs=arrays,
+                    data_format=formats, returns_status=False)
+    if outputs is None or len(outputs) != len(payload["output_names"]):
+        raise ConversionError(
+            f"the rknn-toolkit2 simulator returned {0 if outputs is None else len(outputs)} "
+            f"outputs for a model with {len(payload['output_names'])}",
+            hint=LOG_HINT, code="rknn-simulation-failed")
+    results = {}
+    for name, shape, value in zip(payload["output_names"], payload["output_shapes"], outputs,
+                                  strict=True):
+        value = np.asarray(value)
+        if shape is not None and value.size == int(np.prod(shape)):
+            value = value.reshape(shape)
+        results[name] = value
+    np.savez(payload["outputs"], **results)
+
+
+def _load_feeds(payload: dict[str, Any]) -> list[np.ndarray]:
+    with np.load(payload["feeds"], allow_pickle=False) as archive:
+        missing = [name for name in payload["input_names"] if name not in archive.files]
+        if missing:
+            raise ConversionError(f"the inputs have no array for {', '.join(missing)}",
+                                  hint="name each array after the model input it feeds",
+                                  code="missing-input")
+        return [np.ascontiguousarray(archive[name]) for name in payload["input_names"]]
+
+
+def _call(function: Any, what: str, *args: Any, returns_status: bool = True,
+          **kwargs: Any) -> Any:
+    """Call an RKNN method: they log an error and return -1 (or None), or raise with the
+    toolkit's traceback as the message. Either way, a ConversionError naming the step and
+    the toolkit's own last error line."""
+    try:
+        result = function(*args, **kwargs)
+    except Exception as exc:  # the toolkit raises bare ValueError/RuntimeError...
+        raise ConversionError(f"rknn-toolkit2 {what} failed: {_last_line(str(exc))}",
+                              hint=LOG_HINT, code="rknn-failed") from exc
+    if (result != 0) if returns_status else (result is None):
+        raise ConversionError(f"rknn-toolkit2 {what} failed: "
+                              f"{_ERRORS[-1] if _ERRORS else 'no error message'}",
+                              hint=LOG_HINT, code="rknn-failed")
+    return result
+
+
+_ERRORS: list[str] = []
+
+
+class _ErrorCollector(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            message = _ANSI.sub("", record.getMessage()).strip()
+            if message:
+                _ERRORS.append(_last_line(message))
+
+
+@contextlib.contextmanager
+def _errors_collected() -> Iterator[None]:
+    """Keep the toolkit's error messages (its logger `rknnLogger`) for error messages."""
+    handler = _ErrorCollector()
+    logger = logging.getLogger("rknnLogger")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _last_line(text: str) -> str:
+    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:400] if lines else "(no message)"
+
+
+def _toolkit_version() -> str:
+    try:
+        return importlib.metadata.version(TOOLKIT)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
