@@ -175,8 +175,11 @@ def targets(ops_of: str | None) -> None:
         label = family if name == family else f"{family}:{name}"
         if platform.is_family_default and name != family:
             label = f"{family}, {label}"
-        rows.append((label, "installed" if platform.is_available() else "missing",
-                     platform.description))
+        if platform.is_available():
+            state = "installed"
+        else:  # a platform that prepares inputs for a toolchain on another machine
+            state = "prepares" if getattr(platform, "prepares_when_missing", False) else "missing"
+        rows.append((label, state, platform.description))
     width = max(len(r[0]) for r in rows)
     for label, state, description in rows:
         click.echo(f"{label.ljust(width)}  {state.ljust(9)}  {description}")

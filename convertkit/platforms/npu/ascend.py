@@ -68,9 +68,12 @@ class AscendPlatform:
         source=f"ATC of CANN {CANN_VERSION}: ONNX 1.12 models, opsets 9-18 (ATC manual), "
                "static shapes, the operators of its supported-ONNX-operators list")
 
+    # Without ATC it still prepares the model and the atc command (status `prepared`).
+    prepares_when_missing: ClassVar[bool] = True
+
     @classmethod
     def is_available(cls) -> bool:
-        return True  # without ATC it still prepares the model and the atc command
+        return shutil.which("atc") is not None
 
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         if target.device is not None and soc_version(target.device) is None:

@@ -164,3 +164,11 @@ def test_soc_names_and_the_op_table() -> None:
     assert "CANN 8.0.0" in ops.source and "hiascend.com" in ops.source
     assert platform.requirements.opset_range() == (9, 18)
     assert platform.requirements.static_shapes
+
+
+@pytest.mark.skipif(HAS_ATC, reason="atc is installed here")
+def test_targets_says_ascend_prepares_without_atc(cli) -> None:
+    result = cli("targets")
+
+    row = next(line for line in result.stdout.splitlines() if line.startswith("npu:ascend"))
+    assert row.split()[1] == "prepares"
