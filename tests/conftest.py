@@ -60,3 +60,11 @@ def run_cli(*args: str, out: Path | None = None, cwd: Path | None = None,
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def install_toolchain(name: str, timeout_s: float = 1800) -> None:
+    """`convertkit toolchains install NAME`, as a user runs it: a no-op when installed,
+    and concurrent calls (pytest-xdist workers) wait for one another."""
+    done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install", name],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout + done.stderr

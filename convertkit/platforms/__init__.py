@@ -12,6 +12,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import onnx
 
+from convertkit.errors import ConversionError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Preflight, Requirements, preflight
 from convertkit.spec import Family, InputSpec, Precision, TargetSpec
@@ -108,6 +109,20 @@ def plan_target(platform: Platform, target: TargetSpec, model: onnx.ModelProto, 
     plan = preflight(model, info, platform.requirements, opset=opset, inputs=inputs)
     extra = tuple(problem.message for problem in platform.preflight(info, target))
     return replace(plan, problems=plan.problems + extra) if extra else plan
+
+
+def build_precision(platform: Platform, target: TargetSpec, options: BuildOptions,
+                    why_not: str = "") -> Precision:
+    """The precision a build makes: the one asked for, else the platform's default. One
+    it does not build is a ConversionError (``why_not``: what the hint adds)."""
+    precision = options.precision or platform.precisions[0]
+    if precision not in platform.precisions:
+        raise ConversionError(
+            f"{target} does not build {precision.value}",
+            hint=f"--precision {' or '.join(p.value for p in platform.precisions)}"
+                 + (f" ({why_not})" if why_not else ""),
+            code="unsupported-precision")
+    return precision
 
 
 def is_installed(module: str) -> bool:

@@ -16,7 +16,7 @@ from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, load_model, save_mod
 from convertkit.ir.opset import convert_opset
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, session_options
-from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
@@ -57,12 +57,7 @@ class OrtCpuPlatform:
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
         out_dir.mkdir(parents=True, exist_ok=True)
-        precision = options.precision or self.precisions[0]
-        if precision not in self.precisions:
-            raise ConversionError(
-                f"{target} does not build {precision}",
-                hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
-                code="unsupported-precision")
+        precision = build_precision(self, target, options)
         if precision == Precision.INT8:
             # The QDQ model is saved as quantised and optimised at load: ORT_ENABLE_ALL
             # then fuses the Q/DQ pairs into int8 kernels and lays convolutions out for

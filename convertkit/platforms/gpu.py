@@ -40,7 +40,7 @@ from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, run_session, session_options
-from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
 from convertkit.platforms.calibration import calibration_samples
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
@@ -212,7 +212,7 @@ class Fp16GpuPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        _check_precision(self, target, options)
+        build_precision(self, target, options)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.onnx"
         result = build_fp16(onnx_path, out_dir, options)
@@ -295,7 +295,7 @@ class TensorRtPlatform:
               options: BuildOptions) -> Artifact:
         from convertkit.platforms import tensorrt_engine
 
-        precision = _check_precision(self, target, options)
+        precision = build_precision(self, target, options)
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
         model_path = out_dir / "model.onnx"
@@ -329,16 +329,6 @@ class TensorRtPlatform:
         if artifact.is_prepared_only or not tensorrt_engine.has_cuda_device():
             return None
         return tensorrt_engine.EngineRunner(artifact.path)
-
-
-def _check_precision(platform, target: TargetSpec, options: BuildOptions) -> Precision:
-    precision = options.precision or platform.precisions[0]
-    if precision not in platform.precisions:
-        raise ConversionError(
-            f"{target} does not build {precision}",
-            hint=f"--precision {' or '.join(p.value for p in platform.precisions)}",
-            code="unsupported-precision")
-    return precision
 
 
 def _sm_number(device: str) -> int | None:

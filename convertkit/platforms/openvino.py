@@ -31,7 +31,7 @@ from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -110,12 +110,7 @@ class OpenVinoCpuPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        precision = options.precision or self.precisions[0]
-        if precision not in self.precisions:
-            raise ConversionError(
-                f"{target} does not build {precision}",
-                hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
-                code="unsupported-precision")
+        precision = build_precision(self, target, options)
         if precision == Precision.BF16 and not cpu_has_bf16():
             raise ConversionError(
                 "this CPU does not report BF16 to OpenVINO, so a bf16 build cannot run here",

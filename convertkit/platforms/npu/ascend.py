@@ -24,7 +24,7 @@ from convertkit.errors import ConversionError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, Runner
+from convertkit.platforms import Artifact, BuildOptions, Problem, Runner, build_precision
 from convertkit.platforms.npu import TABLES
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -83,13 +83,8 @@ class AscendPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        precision = options.precision or self.precisions[0]
-        if precision not in self.precisions:
-            raise ConversionError(
-                f"{target} does not build {precision.value}",
-                hint=f"--precision {' or '.join(p.value for p in self.precisions)} "
-                     "(int8 needs Huawei's AMCT, which is not supported here)",
-                code="unsupported-precision")
+        precision = build_precision(self, target, options,
+                                    "int8 needs Huawei's AMCT, which is not supported here")
         soc = soc_version(target.device) if target.device else DEFAULT_SOC
         if soc is None:
             raise ConversionError(f"unknown Ascend SoC {target.device!r}",

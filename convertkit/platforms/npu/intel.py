@@ -18,10 +18,16 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
-from convertkit.errors import ConversionError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, Runner, is_installed
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Problem,
+    Runner,
+    build_precision,
+    is_installed,
+)
 from convertkit.platforms.openvino import (
     COMPILE_FILE,
     OpenVinoCpuRunner,
@@ -65,12 +71,7 @@ class IntelNpuPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        precision = options.precision or self.precisions[0]
-        if precision not in self.precisions:
-            raise ConversionError(
-                f"{target} does not build {precision.value}",
-                hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
-                code="unsupported-precision")
+        precision = build_precision(self, target, options)
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / "model.xml"
         result = convert_to_ir(onnx_path, xml, precision, options,

@@ -35,7 +35,7 @@ from convertkit.check.inputs import load_arrays, save_arrays
 from convertkit.errors import MissingDependencyError, UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem
+from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.platforms.npu import TABLES, device_problems
 from convertkit.spec import Family, Precision, TargetSpec
@@ -132,11 +132,7 @@ class RknnPlatform:
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
         chip = resolve_chip(target)
-        precision = options.precision or self.precisions[0]
-        if precision not in self.precisions:
-            raise UsageError(f"{target} does not build {precision.value}",
-                             hint=f"--precision {' or '.join(p.value for p in self.precisions)}",
-                             code="precision-unsupported")
+        precision = build_precision(self, target, options)
         if precision == Precision.FP16 and chip in INT8_ONLY_CHIPS:
             raise UsageError(f"the {chip} NPU computes int8 only: rknn-toolkit2 builds no "
                              "fp16 model for it", hint="pass --precision int8",

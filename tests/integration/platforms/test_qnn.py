@@ -7,8 +7,6 @@ a no-op when it is there); about 45 s and 610 MB the first time."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.platforms import BuildOptions, plan_target
 from convertkit.platforms.npu.qnn import SOCS, QnnPlatform, resolve_soc
 from convertkit.spec import Precision, TargetSpec
-from tests.conftest import ROOT, run_cli
+from tests.conftest import install_toolchain, run_cli
 from tests.models.onnx_models import random_weight_model
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
@@ -32,9 +30,7 @@ SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
 @pytest.fixture(scope="session")
 def qnn_toolchain() -> None:
-    done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install", "qnn"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1200)
-    assert done.returncode == 0, done.stdout + done.stderr
+    install_toolchain("qnn")
 
 
 @pytest.fixture(scope="module")

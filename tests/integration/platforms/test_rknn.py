@@ -7,8 +7,6 @@ rknn`, a no-op when it is there); about 1 to 2.5 minutes and 1.5 GB the first ti
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from convertkit.platforms import BuildOptions, plan_target
 from convertkit.platforms.npu.rknn import CHIPS, RknnPlatform, feeds_digest, resolve_chip
 from convertkit.spec import Precision, TargetSpec
 from convertkit.toolchain_steps.rknn import parse_error_analysis
-from tests.conftest import ROOT, run_cli
+from tests.conftest import install_toolchain, run_cli
 from tests.models.onnx_models import random_weight_model
 from tests.models.rknn_models import one_op_model, two_input_model
 
@@ -35,9 +33,7 @@ SIMULATOR = "the rknn-toolkit2 2.5.0 simulator"
 
 @pytest.fixture(scope="session")
 def rknn_toolchain() -> None:
-    done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install", "rknn"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
+    install_toolchain("rknn")
 
 
 @pytest.fixture(scope="module")

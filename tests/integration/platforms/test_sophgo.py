@@ -8,8 +8,6 @@ missing-toolchain and unknown-chip tests need nothing installed and run everywhe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,14 @@ from onnx import TensorProto, helper, numpy_helper
 from convertkit.ir.info import describe
 from convertkit.platforms.npu.sophgo import SophgoPlatform, remove_bundled_glibc
 from convertkit.spec import TargetSpec
-from tests.conftest import ROOT, run_cli
+from tests.conftest import install_toolchain, run_cli
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
 
 @pytest.fixture(scope="session")
 def sophgo_toolchain() -> None:
-    done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install",
-                           "sophgo"], capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
+    install_toolchain("sophgo")
 
 
 def _conv_model(path: Path) -> Path:
