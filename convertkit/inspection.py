@@ -19,11 +19,15 @@ class Inspection:
     model: str  # the ONNX model inspected (for other sources: "lowered from SOURCE")
     info: OnnxInfo
     verdicts: dict[str, Preflight]
+    # The targets the exit code judges: those named with -t; without -t only `onnx` (every
+    # verdict is shown, but one NPU's narrow op list must not fail every inspection).
+    judged: tuple[str, ...] = ("onnx",)
 
     @property
     def exit_code(self) -> int:
-        """0 when every target takes the model (after preparation or not), else 3."""
-        rejected = any(v.verdict == Verdict.REJECTED for v in self.verdicts.values())
+        """0 when every judged target takes the model (after preparation or not), else 3."""
+        rejected = any(self.verdicts[name].verdict == Verdict.REJECTED
+                       for name in self.judged if name in self.verdicts)
         return 3 if rejected else 0
 
     def to_dict(self) -> dict:
@@ -74,7 +78,7 @@ def inspect_model(
         info = describe(model)
         verdicts = {str(target): plan_target(platform(), target, model, info, specs, opset)
                     for target, platform in platforms.items()}
-    return Inspection(label, info, verdicts)
+    return Inspection(label, info, verdicts, tuple(verdicts) if targets else ("onnx",))
 
 
 def _lower(framework: str, source: SourceRef, specs: list[InputSpec], weights: str | None,
