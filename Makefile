@@ -10,9 +10,12 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# mindcv (real MindSpore models for tests and benchmarks) comes without its own
+# requirements, which pin old numpy and mindspore releases.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps mindcv==0.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)

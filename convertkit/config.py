@@ -11,9 +11,9 @@ CHILD_ENVIRONMENT: dict[str, str] = {
     # TensorFlow's oneDNN and CUDA-not-found banners.
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
-    # Paddle's glog lines.
+    # Paddle's glog lines. (Not GLOG_v: 0 is already Paddle's default, and MindSpore reads
+    # GLOG_v=0 as DEBUG.)
     "GLOG_minloglevel": "2",
-    "GLOG_v": "0",
     # Never reach for a model hub from a child process.
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

@@ -1,9 +1,11 @@
 """How far an artifact may stray from the reference, per precision.
 
-The pass rule is elementwise ``|actual - expected| <= atol + rtol * |expected|``: the
-relative term lets large-valued outputs (an untrained ResNet-50 reaches 1e3, a random
-DenseNet 3e7) pass when they agree in relative terms, the absolute term covers values
-near zero.
+The pass rule is elementwise ``|actual - expected| <= atol * scale + rtol * |expected|``,
+with ``scale`` the output's root-mean-square reference value, at least 1: the relative
+term lets large-valued outputs (an untrained ResNet-50 reaches 1e3, a random DenseNet 3e7)
+pass when they agree in relative terms, the absolute term covers values near zero. It is
+absolute for outputs of unit scale and grows with larger ones, where an element near zero
+(large terms that cancelled) carries the rounding error of the values it came from.
 
 int8 is judged differently: by the cosine similarity of each output with its reference
 and, for outputs shaped like class scores, by top-1 agreement and top-5 overlap
@@ -32,7 +34,8 @@ from pathlib import Path
 from convertkit.errors import UsageError
 from convertkit.spec import Precision
 
-CHECK_RULE = ("elementwise |actual - reference| <= atol + rtol * |reference| for budgets "
+CHECK_RULE = ("elementwise |actual - reference| <= atol * scale + rtol * |reference|, scale "
+              "= max(1, root-mean-square of the output's reference), for budgets "
               "without min_cosine; with min_cosine (int8): cosine similarity >= min_cosine "
               "and top-1/top-5 floors for class-score outputs; see each artifact's budget")
 

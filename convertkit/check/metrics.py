@@ -59,7 +59,7 @@ class ElementErrors:
     """Elementwise comparison of two arrays of one shape, in float64."""
 
     diff: np.ndarray  # |actual - expected|; inf where NaN/Inf appear on one side only
-    allowed: np.ndarray  # atol + rtol * |expected|
+    allowed: np.ndarray  # atol * output_scale + rtol * |expected|
     magnitude: np.ndarray  # |expected| where finite, else 0
     nonfinite_mismatch: np.ndarray
 
@@ -90,8 +90,19 @@ def element_errors(actual: np.ndarray, expected: np.ndarray, budget: Budget) -> 
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(finite, np.abs(a - b), np.where(agree, 0.0, np.inf))
     magnitude = np.where(finite, np.abs(b), 0.0)
-    allowed = budget.atol + budget.rtol * magnitude
+    allowed = budget.atol * output_scale(magnitude[finite]) + budget.rtol * magnitude
     return ElementErrors(diff, allowed, magnitude, nonfinite_mismatch)
+
+
+def output_scale(magnitude: np.ndarray) -> float:
+    """The root-mean-square of an output's finite reference values, at least 1: the unit
+    ``atol`` is measured in. Floating-point error grows with the values being summed, so
+    an element that is small because large terms cancelled (a random-weight DenseNet's
+    logits near 0 among values of 1e5) carries an absolute error of the output's scale,
+    not of its own size."""
+    if magnitude.size == 0:
+        return 1.0
+    return max(1.0, float(np.sqrt(np.mean(np.square(magnitude)))))
 
 
 def compare_output(name: str, actual: np.ndarray | None, expected: np.ndarray,

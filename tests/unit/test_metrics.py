@@ -184,15 +184,47 @@ def test_worst_index_points_at_the_element_furthest_outside_the_budget():
 
 
 def test_worst_index_weighs_the_budget_not_just_the_absolute_error():
-    # Element 0 is 10 off on 1e6 (allowed 1000); element 1 is 0.01 off on 0 (allowed 1e-4).
+    # The output's scale is its RMS, 1e6 / sqrt(2): atol allows 70.7 everywhere.
+    # Element 0 is 500 off on 1e6 (allowed 1070.7); element 1 is 100 off on 0 (allowed 70.7).
     expected = np.array([1e6, 0.0])
-    actual = np.array([1e6 + 10, 0.01])
+    actual = np.array([1e6 + 500, 100.0])
 
     metrics = compare_output("y", actual, expected, FP32)
 
     assert metrics.worst_index == (1,)
-    assert metrics.max_abs == pytest.approx(10.0)
+    assert metrics.max_abs == pytest.approx(500.0)
     assert metrics.mismatch_fraction == pytest.approx(0.5)
+
+
+def test_cancellation_in_a_large_valued_output_passes():
+    # A random-weight DenseNet's logits: values near 6e5, one near 284 where large terms
+    # cancelled. 0.47 off there is 1.6e-3 of the element but ~1e-6 of the output's scale.
+    expected = np.array([6e5, -6e5, 284.0], dtype=np.float32)
+    actual = expected + np.array([1.0, -1.0, 0.47], dtype=np.float32)
+
+    metrics = compare_output("logits", actual, expected, FP32)
+
+    assert metrics.max_rel == pytest.approx(0.47 / 284, rel=1e-2)
+    assert metrics.within_budget
+
+
+def test_a_real_mismatch_in_a_large_valued_output_still_fails():
+    expected = np.array([6e5, -6e5, 284.0], dtype=np.float32)
+    actual = expected + np.array([0.0, 0.0, 1e3], dtype=np.float32)
+
+    metrics = compare_output("logits", actual, expected, FP32)
+
+    assert not metrics.within_budget
+    assert metrics.worst_index == (2,)
+
+
+def test_unit_scale_outputs_keep_the_plain_absolute_tolerance():
+    # RMS below 1: atol stays 1e-4, so 2e-4 off on 0 fails.
+    expected = np.array([0.5, 0.0, -0.5], dtype=np.float32)
+
+    metrics = compare_output("p", expected + np.array([0, 2e-4, 0], np.float32), expected, FP32)
+
+    assert not metrics.within_budget
 
 
 def test_cosine_of_opposite_and_orthogonal_vectors():

@@ -1,0 +1,587 @@
+"""Workarounds for gaps in MindSpore's own ONNX exporter (``mindspore.onnx.export``, 2.10).
+
+Two kinds, each named for the case it fixes:
+
+- rewrites applied to a Cell for the export only (``export_rewrites``), for primitives the
+  exporter has no ONNX mapping for, each group enabled only when the exporter names one of
+  its primitives (``REWRITE_GROUPS``): the in-place arithmetic that graph mode makes of
+  ``out += identity`` (``InplaceAddExt``: ResNet-style residuals, EfficientNet), ``Unstack``
+  (``q, k, v = unstack(qkv)`` in ViT attention), AdaptiveAvgPool2D, PadV3, GroupNorm,
+  HSwish/HSigmoid, L2Normalize, LogicalNot, lists of tensors (``make_list``: nn.GRU,
+  SK-Nets) and Erf (exact GELU) become ops it does map;
+- repairs of the ONNX model it writes (``repair_onnx``): a ``StridedSlice`` that takes
+  index -1 of an axis (``y[:, -1, :]`` after an LSTM) is written as a Slice with ends 0,
+  an empty slice that the following Squeeze cannot remove, so onnx.checker and ONNX
+  Runtime reject the model; and the Erf markers written by the rewrites become Erf.
+
+MindSpore is imported only inside the functions here (they run in the adapter's child).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+# Graph mode lowers `x OP= y` through these MultitypeFuncGraphs; their (Tensor, Tensor) and
+# (Tensor, Number) entries emit in-place primitives that the ONNX exporter lacks.
+_AUGMENTED = {
+    # module, multitype graph name, operator, primitives it emits (Tensor-Tensor, Tensor-Number)
+    "add": ("add_impl", "augassign_add", "+=", ("InplaceAddExt", "InplaceAddsExt")),
+    "sub": ("sub_impl", "augassign_sub", "-=", ("InplaceSubExt", "InplaceSubScalar")),
+    "mul": ("mul_impl", "augassign_mul", "*=", ("InplaceMul", "InplaceMuls")),
+    "div": ("div_impl", "augassign_div", "/=", ("InplaceDiv", "InplaceDivs")),
+    "floordiv": ("floordiv_impl", "augassign_floordiv", "//=",
+                 ("InplaceFloorDivide", "InplaceFloorDivides")),
+    "mod": ("mod_impl", "augassign_mod", "%=",
+            ("InplaceRemainderTensorTensor", "InplaceRemainderTensorScalar")),
+}
+INPLACE_PRIMITIVES = frozenset(p for *_, prims in _AUGMENTED.values() for p in prims)
+# Every primitive export_rewrites removes from the graph.
+# The rewrite group (see export_rewrites) that removes each primitive from the graph.
+REWRITE_GROUPS: dict[str, str] = {
+    **dict.fromkeys(INPLACE_PRIMITIVES, "inplace"), "Unstack": "unstack",
+    "AdaptiveAvgPool2D": "adaptive_avg_pool", "PadV3": "pad", "make_list": "lists",
+    "Erf": "erf", "GroupNorm": "group_norm", "HSwish": "hard_activation",
+    "HSigmoid": "hard_activation", "LogicalNot": "logical_not", "L2Normalize": "l2_normalize",
+}
+# Erf has an ONNX op but no mapping in MindSpore's exporter: it is exported as a multiply
+# by this constant, and the multiply turned back into Erf in the ONNX model.
+ERF_MARKER = np.float32(-0.000123456789)
+_UNSUPPORTED = re.compile(r"Can not find key (\w+) in convert map|"
+                          r"the (\w+) operator in your model is not support")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def unsupported_primitive(message: str) -> str | None:
+    """The primitive MindSpore's ONNX exporter names as lacking a mapping, if any."""
+    match = _UNSUPPORTED.search(message)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+@dataclass
+class Rewrites:
+    """What ``export_rewrites`` changed, in words, for the report's notes."""
+
+    applied: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def export_rewrites(net: Any, groups: Iterable[str]) -> Iterator[Rewrites]:
+    """Rewrite, for the duration of the block, what MindSpore's exporter cannot map, for
+    each of ``groups`` (keys of REWRITE_GROUPS):
+
+    - ``inplace``: augmented assignment on tensors (``+=`` and the others) compiles to
+      out-of-place ops instead of InplaceAddExt and its siblings (the in-place update is
+      unobservable in an exported inference graph; the numerical check confirms it);
+    - ``unstack``, ``adaptive_avg_pool``, ``hard_activation``, ``l2_normalize``: primitives
+      held by the Cell's sub-cells become Cells computing the same with mapped ops (Unstack
+      as Split + Squeeze, AdaptiveAvgPool2D as ReduceMean over windows, HSwish and HSigmoid
+      through ReLU6, L2Normalize spelt out); ``ops.unstack`` calls likewise;
+    - ``pad``: ops.pad with zeros (PadV3) through the Pad primitive;
+    - ``lists`` (``make_list``): the time loop of nn.GRU / nn.RNN on CPU collects its steps
+      in a tuple instead of a list, and ops.stack (which takes lists built with append)
+      becomes Concat of ExpandDims, leaving the list nothing to feed once compiled;
+    - ``logical_not``: ``~`` and ops.logical_not on tensors as Equal(x, 0);
+    - ``group_norm``: ops.group_norm (nn.GroupNorm) spelt out with mean and variance;
+    - ``erf``: Erf exported as a multiply by ERF_MARKER, restored by ``repair_onnx``.
+
+    Everything is restored on exit: the Cell is left as it was.
+    """
+    from mindspore import nn, ops
+    from mindspore.nn.layer import rnns
+
+    wanted = set(groups)
+    record = Rewrites()
+    undo: list[Callable[[], None]] = []
+
+    def replace(owner: Any, name: str, value: Any) -> None:
+        original = getattr(owner, name)
+        setattr(owner, name, value)
+        undo.append(lambda: setattr(owner, name, original))
+
+    try:
+        if "inplace" in wanted:
+            _register_out_of_place(undo)
+            operators = ", ".join(f"`{op}`" for _, _, op, _ in _AUGMENTED.values())
+            record.applied.append(f"in-place {operators} on tensors (InplaceAddExt and "
+                                  "siblings) compiled as out-of-place ops")
+        swaps = {name: swap for name, swap in _primitive_swaps(nn, ops).items()
+                 if _SWAP_GROUPS[name] in wanted}
+        counts: dict[str, int] = {}
+        for _, cell in net.cells_and_names():
+            for attribute, primitive in list(getattr(cell, "_primitives", {}).items()):
+                swap = swaps.get(type(primitive).__name__)
+                if swap is not None:
+                    _swap_primitive(cell, attribute, primitive, swap(primitive), undo)
+                    counts[type(primitive).__name__] = counts.get(
+                        type(primitive).__name__, 0) + 1
+        for name, count in sorted(counts.items()):
+            record.applied.append(f"{count} {name} primitive(s) as {_SWAP_WORDS[name]}")
+        if "unstack" in wanted:
+            replace(ops, "unstack", _unstack_function(ops))
+            record.applied.append("ops.unstack calls as Split + Squeeze")
+        if "pad" in wanted:
+            replace(ops, "pad", _zero_pad_function(ops, ops.pad))
+            record.applied.append("ops.pad with zeros (nn.ConstantPad*) through the Pad "
+                                  "primitive instead of PadV3")
+        if "lists" in wanted:
+            replace(rnns._DynamicRNNBase, "recurrent", _tuple_recurrent(ops))
+            replace(ops, "stack", _stack_as_concat(ops))
+            record.applied.append("lists of tensors (make_list): the nn.GRU/nn.RNN time loop "
+                                  "with a tuple, ops.stack as Concat of ExpandDims")
+        if "logical_not" in wanted:
+            not_as_equal = _not_as_equal(ops)
+            replace(ops, "logical_not", not_as_equal)
+            from mindspore.ops.composite.multitype_ops import invert_impl
+
+            original = _registered(invert_impl.invert, ("Tensor",))
+            if original is not None:
+                invert_impl.invert.register("Tensor")(not_as_equal)
+                undo.append(lambda: invert_impl.invert.register("Tensor")(original))
+            record.applied.append("`~` and ops.logical_not on tensors (LogicalNot) as "
+                                  "Equal(x, 0)")
+        if "group_norm" in wanted:
+            replace(ops, "group_norm", _group_norm_function(ops))
+            record.applied.append("ops.group_norm (nn.GroupNorm) as mean/variance ops")
+        if "erf" in wanted:
+            marker = _erf_marker_cell(nn)
+            for module, name in _erf_sites():
+                replace(module, name, marker)
+            record.applied.append("Erf (exact GELU, ops.erf) exported through a marker, "
+                                  "restored as ONNX Erf")
+        yield record
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _register_out_of_place(undo: list[Callable[[], None]]) -> None:
+    from mindspore.ops.composite.multitype_ops import (
+        add_impl,
+        div_impl,
+        floordiv_impl,
+        mod_impl,
+        mul_impl,
+        sub_impl,
+    )
+
+    modules = {"add_impl": add_impl, "sub_impl": sub_impl, "mul_impl": mul_impl,
+               "div_impl": div_impl, "floordiv_impl": floordiv_impl, "mod_impl": mod_impl}
+    plain = _out_of_place_functions()
+    for key, (module_name, graph_name, _, _) in _AUGMENTED.items():
+        graph = getattr(modules[module_name], graph_name)
+        for types in (("Tensor", "Tensor"), ("Tensor", "Number")):
+            original = _registered(graph, types)
+            if original is not None:
+                graph.register(*types)(plain[key])
+                undo.append(lambda g=graph, t=types, f=original: g.register(*t)(f))
+
+
+def _swap_primitive(cell: Any, attribute: str, primitive: Any, replacement: Any,
+                    undo: list[Callable[[], None]]) -> None:
+    del cell._primitives[attribute]
+    setattr(cell, attribute, replacement)
+
+    def restore() -> None:
+        delattr(cell, attribute)
+        setattr(cell, attribute, primitive)
+
+    undo.append(restore)
+
+
+def _registered(graph: Any, types: tuple[str, ...]) -> Any:
+    """The Python function a MultitypeFuncGraph holds for ``types`` (None if none)."""
+    from mindspore.common import dtype as mstype
+
+    wanted = tuple(mstype.typing.str_to_type(t) for t in types)
+    found = None
+    for signature, function in graph.entries:
+        if tuple(signature) == wanted:
+            found = function  # the last registration wins, as in MindSpore's own lookup
+    return found
+
+
+def _out_of_place_functions() -> dict[str, Any]:
+    # Graph mode parses these functions' source, so they must be plain Python functions.
+    def add(x, y):
+        return x + y
+
+    def sub(x, y):
+        return x - y
+
+    def mul(x, y):
+        return x * y
+
+    def div(x, y):
+        return x / y
+
+    def floordiv(x, y):
+        return x // y
+
+    def mod(x, y):
+        return x % y
+
+    return {"add": add, "sub": sub, "mul": mul, "div": div, "floordiv": floordiv, "mod": mod}
+
+
+_SWAP_WORDS = {"Unstack": "Split + Squeeze", "AdaptiveAvgPool2D": "ReduceMean over windows",
+               "HSwish": "x * ReLU6(x + 3) / 6", "HSigmoid": "ReLU6(x + 3) / 6",
+               "L2Normalize": "x / sqrt(max(sum(x^2), epsilon))"}
+_SWAP_GROUPS = {"Unstack": "unstack", "AdaptiveAvgPool2D": "adaptive_avg_pool",
+                "HSwish": "hard_activation", "HSigmoid": "hard_activation",
+                "L2Normalize": "l2_normalize"}
+
+
+def _primitive_swaps(nn: Any, ops: Any) -> dict[str, Any]:
+    """For each primitive the exporter lacks, a function making the Cell that replaces an
+    instance of it. The Cells are defined here, with MindSpore imported by the caller,
+    because graph mode compiles them from this source (``ops`` reaches them as a closure
+    variable)."""
+
+    class UnstackAsSplit(nn.Cell):
+        def __init__(self, axis: int) -> None:
+            super().__init__()
+            self.axis = axis
+
+        def construct(self, x):
+            axis = self.axis if self.axis >= 0 else self.axis + x.ndim
+            return tuple(ops.squeeze(p, axis) for p in ops.split(x, 1, axis))
+
+    class AdaptiveAvgPoolAsMean(nn.Cell):
+        def __init__(self, output_size: Any) -> None:
+            super().__init__()
+            sizes = output_size if isinstance(output_size, (tuple, list)) else (
+                output_size, output_size)
+            self.out_h = sizes[0]
+            self.out_w = sizes[1]
+
+        def construct(self, x):
+            height = x.shape[-2]
+            width = x.shape[-1]
+            # None (kept as -1 in the primitive's attributes) keeps the input's size.
+            out_h = height if self.out_h is None or self.out_h < 0 else self.out_h
+            out_w = width if self.out_w is None or self.out_w < 0 else self.out_w
+            if out_h == 1 and out_w == 1:
+                return ops.mean(x, (-2, -1), True)
+            # Tuples are concatenated, not unpacked: graph mode compiles this source.
+            if height % out_h == 0 and width % out_w == 0:
+                windows = x.reshape(x.shape[:-2] + (out_h, height // out_h,  # noqa: RUF005
+                                                    out_w, width // out_w))
+                return ops.mean(windows, (-3, -1))
+            rows = tuple(ops.concat(tuple(
+                ops.mean(x[..., (i * height) // out_h:-((-(i + 1) * height) // out_h),
+                           (j * width) // out_w:-((-(j + 1) * width) // out_w)], (-2, -1), True)
+                for j in range(out_w)), -1) for i in range(out_h))
+            return ops.concat(rows, -2)
+
+    # HardSwish/HardSigmoid are ONNX ops from opset 14 only; MindSpore writes opset 11.
+    class HardSwish(nn.Cell):
+        def construct(self, x):
+            return x * ops.relu6(x + 3.0) / 6.0
+
+    class HardSigmoid(nn.Cell):
+        def construct(self, x):
+            return ops.relu6(x + 3.0) / 6.0
+
+    class L2NormalizeSpelt(nn.Cell):
+        def __init__(self, axis: Any, epsilon: float) -> None:
+            super().__init__()
+            self.axis = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+            self.epsilon = epsilon
+
+        def construct(self, x):
+            squares = ops.sum(x * x, self.axis, True)
+            return x / ops.sqrt(ops.maximum(squares, self.epsilon))
+
+    return {
+        "L2Normalize": lambda primitive: L2NormalizeSpelt(
+            primitive.attrs.get("axis", 0), float(primitive.attrs.get("epsilon", 1e-4))),
+        "HSwish": lambda primitive: HardSwish(),
+        "HSigmoid": lambda primitive: HardSigmoid(),
+        "Unstack": lambda primitive: UnstackAsSplit(int(primitive.attrs.get("axis", 0))),
+        "AdaptiveAvgPool2D": lambda primitive: AdaptiveAvgPoolAsMean(
+            primitive.attrs.get("output_size")),
+    }
+
+
+def _unstack_function(ops: Any) -> Any:
+    def unstack(input_x, axis=0):
+        axis = axis if axis >= 0 else axis + input_x.ndim
+        return tuple(ops.squeeze(p, axis) for p in ops.split(input_x, 1, axis))
+
+    return unstack
+
+
+def _zero_pad_function(ops: Any, original: Any) -> Any:
+    """ops.pad that pads with zeros through the Pad primitive, which the exporter maps
+    (ops.pad compiles to PadV3, which it does not); other modes and values, and negative
+    padding (cropping), go to MindSpore's own ops.pad."""
+
+    def pad(input_x, padding, mode="constant", value=None):
+        if mode == "constant" and (value is None or value == 0) and isinstance(
+                padding, (tuple, list)) and len(padding) % 2 == 0 and min(padding) >= 0:
+            count = len(padding) // 2
+            pairs = ((0, 0),) * (input_x.ndim - count) + tuple(
+                (padding[2 * (count - 1 - i)], padding[2 * (count - 1 - i) + 1])
+                for i in range(count))
+            return ops.Pad(pairs)(input_x)
+        return original(input_x, padding, mode, value)
+
+    return pad
+
+
+def _erf_sites() -> list[tuple[Any, str]]:
+    """The module globals through which graph mode reaches the Erf primitive: ops.gelu
+    (nn.GELU(approximate=False)), ops.erf and the functional erf."""
+    from mindspore.ops.auto_generate import gen_ops_def
+    from mindspore.ops.function import math_func, nn_func
+
+    sites = [(nn_func, "erf_"), (math_func, "erf_"), (gen_ops_def, "erf_op")]
+    return [(module, name) for module, name in sites if hasattr(module, name)]
+
+
+def _erf_marker_cell(nn: Any) -> Any:
+    marker = float(ERF_MARKER)
+
+    class ErfMarker(nn.Cell):
+        def construct(self, x):
+            return x * marker
+
+    return ErfMarker()
+
+
+def _not_as_equal(ops: Any) -> Any:
+    def logical_not(input):
+        return ops.equal(input, ops.zeros_like(input))
+
+    return logical_not
+
+
+def _group_norm_function(ops: Any) -> Any:
+    """ops.group_norm spelt out: the GroupNorm primitive has no ONNX mapping (ONNX has
+    GroupNormalization only from opset 18; MindSpore writes opset 11)."""
+
+    def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+        shape = input.shape
+        grouped = input.reshape((shape[0], num_groups, -1))
+        mean = ops.mean(grouped, -1, True)
+        centred = grouped - mean
+        variance = ops.mean(centred * centred, -1, True)
+        output = (centred / ops.sqrt(variance + eps)).reshape(shape)
+        affine = (1, shape[1]) + (1,) * (len(shape) - 2)
+        if weight is not None:
+            output = output * weight.reshape(affine)
+        if bias is not None:
+            output = output + bias.reshape(affine)
+        return output
+
+    return group_norm
+
+
+def _stack_as_concat(ops: Any) -> Any:
+    def stack(tensors, axis=0):
+        return ops.concat(tuple(ops.expand_dims(t, axis) for t in tensors), axis)
+
+    return stack
+
+
+def _tuple_recurrent(ops: Any) -> Any:
+    """_DynamicRNNBase.recurrent (nn.GRU and nn.RNN on CPU) with the steps collected in a
+    tuple: MindSpore's own appends to a list, which compiles to make_list."""
+
+    def recurrent(self, x, h_0, w_ih, w_hh, b_ih, b_hh):
+        outputs = ()
+        h = h_0
+        for t in range(x.shape[0]):
+            h = self.cell(ops.squeeze(x[t:t + 1:1], 0), h, w_ih, w_hh, b_ih, b_hh)
+            outputs = outputs + ((h[0],) if self.is_lstm else (h,))
+        return ops.stack(outputs), h
+
+    return recurrent
+
+
+# --- repairs of the written ONNX model ---------------------------------------------------
+
+def repair_onnx(model: onnx.ModelProto, *, rewritten: bool) -> list[str]:
+    """Repair, in place, what MindSpore's exporter writes wrongly, and with ``rewritten``
+    (exported under export_rewrites) restore what the rewrites stood in for. Returns the
+    repairs made, in words (empty when the model needed none)."""
+    repairs = []
+    restored = _restore_erf(model) if rewritten else 0
+    if restored:
+        repairs.append(f"{restored} Erf op(s) restored from convertkit's export markers")
+    fixed = _repair_last_index_slices(model)
+    if fixed:
+        repairs.append(
+            f"{fixed} Slice(s) taking index -1 (StridedSlice, e.g. y[:, -1, :]) were written "
+            "with ends 0, an empty slice its Squeeze rejects: ends set to the end of the axis")
+    return repairs
+
+
+def _repair_last_index_slices(model: onnx.ModelProto) -> int:
+    """MindSpore lowers an integer index of a StridedSlice to Slice(starts=i, ends=i+1)
+    followed by Squeeze on that axis; for i = -1 that is ends = 0, an empty slice. Only
+    Slices feeding a Squeeze of the same axes (an index, not a range) are touched."""
+    graph = model.graph
+    constants = _constant_arrays(graph)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    fixed = 0
+    for node in graph.node:
+        if node.op_type != "Slice" or len(node.input) < 4:
+            continue
+        starts, ends, axes = (constants.get(n) for n in node.input[1:4])
+        steps = constants.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        if starts is None or ends is None or axes is None or starts.shape != ends.shape:
+            continue
+        squeezed = _squeezed_axes(consumers.get(node.output[0], []), constants)
+        if squeezed is None or set(axes.tolist()) - squeezed:
+            continue
+        bad = (starts == -1) & (ends == 0)
+        if steps is not None:
+            bad &= steps > 0
+        if not bad.any():
+            continue
+        repaired = np.where(bad, _INT64_MAX, ends).astype(ends.dtype)
+        name = f"{node.name or node.output[0]}__ends_repaired"
+        graph.initializer.append(numpy_helper.from_array(repaired, name))
+        node.input[2] = name
+        fixed += 1
+    return fixed
+
+
+def _restore_erf(model: onnx.ModelProto) -> int:
+    """Turn each multiply by ERF_MARKER (written for Erf by export_rewrites) into Erf.
+    MindSpore writes the scalar as a Constant, usually through a Cast."""
+    graph = model.graph
+    scalars: dict[str, float] = {}
+    for tensor in graph.initializer:
+        if int(np.prod(tensor.dims)) == 1:
+            scalars[tensor.name] = float(numpy_helper.to_array(tensor).ravel()[0])
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if int(np.prod(tensor.dims)) == 1:
+                scalars[node.output[0]] = float(numpy_helper.to_array(tensor).ravel()[0])
+        elif node.op_type == "Cast" and node.input and node.input[0] in scalars:
+            scalars[node.output[0]] = scalars[node.input[0]]
+    markers = {name for name, value in scalars.items() if np.float32(value) == ERF_MARKER}
+    if not markers:
+        return 0
+    restored = 0
+    for node in graph.node:
+        if node.op_type != "Mul" or not markers & set(node.input):
+            continue
+        others = [name for name in node.input if name not in markers]
+        if len(others) != 1:
+            continue
+        node.op_type = "Erf"
+        del node.input[:]
+        node.input.append(others[0])
+        restored += 1
+    used = {name for node in graph.node for name in node.input}
+    for node in [n for n in graph.node if n.op_type == "Cast" and n.output[0] in markers]:
+        if node.output[0] not in used:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] in markers]:
+        if node.output[0] not in used:
+            graph.node.remove(node)
+    if markers & {name for node in graph.node for name in node.input}:
+        from convertkit.errors import ConversionError
+
+        raise ConversionError(
+            "an Erf exported through convertkit's marker could not be restored",
+            hint="report the model; MindSpore's output is in logs/export.log",
+            code="export-failed")
+    return restored
+
+
+def _squeezed_axes(nodes: list[onnx.NodeProto],
+                   constants: dict[str, np.ndarray]) -> set[int] | None:
+    """The axes the Squeeze consuming a Slice's output removes (None unless it is the one
+    consumer and a Squeeze with known axes)."""
+    if len(nodes) != 1 or nodes[0].op_type != "Squeeze":
+        return None
+    squeeze = nodes[0]
+    for attribute in squeeze.attribute:
+        if attribute.name == "axes":
+            return set(attribute.ints)
+    if len(squeeze.input) > 1 and squeeze.input[1] in constants:
+        return set(constants[squeeze.input[1]].ravel().tolist())
+    return None
+
+
+def _constant_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer
+              if t.data_type == onnx.TensorProto.INT64}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if tensor.data_type == onnx.TensorProto.INT64:
+                arrays[node.output[0]] = numpy_helper.to_array(tensor)
+    return arrays
+
+
+def rename_io(model: onnx.ModelProto, input_names: list[str],
+              output_names: list[str]) -> None:
+    """Name the graph's inputs and outputs (in order) after the source's, in place.
+    MindSpore names them after its graph nodes ("18-Default/fc-Dense/..."), which the
+    check's feeds and references do not know."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    mapping = {}
+    for value, name in zip(inputs, input_names, strict=False):
+        if value.name != name:
+            mapping[value.name] = name
+            value.name = name
+    _rename_uses(graph, mapping)
+    taken = {i.name for i in graph.input} | initializers
+    renamed: dict[str, str] = {}
+    for value, name in zip(graph.output, output_names, strict=True):
+        old = value.name
+        if old == name:
+            taken.add(name)
+            continue
+        if old in renamed:  # the same tensor returned twice
+            graph.node.append(onnx.helper.make_node("Identity", [renamed[old]], [name],
+                                                    name=f"{name}__output"))
+        elif old in taken or not _rename_producer(graph, old, name):
+            graph.node.append(onnx.helper.make_node("Identity", [old], [name],
+                                                    name=f"{name}__output"))
+        else:
+            _rename_uses(graph, {old: name})
+            renamed[old] = name
+        value.name = name
+        taken.add(name)
+
+
+def _rename_producer(graph: onnx.GraphProto, old: str, new: str) -> bool:
+    for node in graph.node:
+        for index, name in enumerate(node.output):
+            if name == old:
+                node.output[index] = new
+                return True
+    return False
+
+
+def _rename_uses(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    if not mapping:
+        return
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in mapping:
+                node.input[index] = mapping[name]
+    for info in graph.value_info:
+        if info.name in mapping:
+            info.name = mapping[info.name]
