@@ -193,6 +193,32 @@ def make_check_feeds(request: LowerRequest, specs: Sequence[InputSpec],
     return generate_feeds(specs, model, seed=request.seed)
 
 
+def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, model: str,
+                       method: str) -> list[InputSpec]:
+    """The inputs of a model that does not record them (a PyTorch module, a MindSpore
+    Cell): ``-i``, else the arrays of ``--data``; each named after a parameter of its
+    ``method`` (``parameters``, when known)."""
+    from convertkit.check.inputs import specs_from_data
+    from convertkit.errors import UsageError
+
+    specs = list(request.inputs)
+    if not specs and request.data_path is not None:
+        specs = specs_from_data(read_data(request.data_path))
+    if not specs:
+        raise UsageError(
+            f"{model} does not record its input shapes",
+            hint=f"declare each input with -i NAME:DIMS[:DTYPE] ({method} takes: "
+            f"{', '.join(parameters) or 'x'}), e.g. -i x:1x3x224x224, or pass --data FILE.npz",
+            code="inputs-required")
+    unknown = [s.name for s in specs if parameters and s.name not in parameters]
+    if unknown:
+        raise UsageError(
+            f"input(s) {', '.join(unknown)} are not parameters of {method}("
+            f"{', '.join(parameters)})",
+            hint=f"name -i inputs after {method}'s parameters", code="unknown-input")
+    return specs
+
+
 def merge_specs(declared: Sequence[InputSpec], user: Sequence[InputSpec],
                 where: str) -> list[InputSpec]:
     """The model's own input specs with the user's ``-i`` taking precedence by name."""

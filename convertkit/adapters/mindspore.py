@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from convertkit.adapters import Lowered, LowerRequest, make_check_feeds, merge_specs
+from convertkit.adapters import (
+    Lowered,
+    LowerRequest,
+    make_check_feeds,
+    merge_specs,
+    specs_from_request,
+)
 from convertkit.adapters.mindspore_repair import (
     REWRITE_GROUPS,
     export_rewrites,
@@ -37,7 +43,7 @@ from convertkit.adapters.mindspore_repair import (
     unsupported_primitive,
 )
 from convertkit.adapters.python_source import load_python_object, source_mentions
-from convertkit.check.inputs import read_data, save_arrays, specs_from_data
+from convertkit.check.inputs import save_arrays
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, UsageError
 from convertkit.spec import InputSpec, SourceRef
@@ -330,22 +336,9 @@ def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]
                 + "x".join("1" if isinstance(d, str) else str(d) for d in unknown[0].dims),
                 code="inputs-required")
         return specs
-    specs = list(request.inputs)
-    if not specs and request.data_path is not None:
-        specs = specs_from_data(read_data(request.data_path))
-    if not specs:
-        example = ", ".join(loaded.parameter_names) or "x"
-        raise UsageError(
-            "a MindSpore Cell does not record its input shapes",
-            hint=f"declare each input with -i NAME:DIMS[:DTYPE] (construct takes: {example}), "
-            "e.g. -i x:1x3x224x224, or pass --data FILE.npz", code="inputs-required")
+    specs = specs_from_request(request, loaded.parameter_names, model="a MindSpore Cell",
+                               method="construct")
     if loaded.parameter_names:
-        unknown = [s.name for s in specs if s.name not in loaded.parameter_names]
-        if unknown:
-            raise UsageError(
-                f"input(s) {', '.join(unknown)} are not parameters of construct("
-                f"{', '.join(loaded.parameter_names)})",
-                hint="name -i inputs after construct's parameters", code="unknown-input")
         order = {name: index for index, name in enumerate(loaded.parameter_names)}
         specs.sort(key=lambda s: order[s.name])
         missing = [n for n in loaded.parameter_names[:len(specs)] if n not in

@@ -227,32 +227,12 @@ def _forward_parameters(module) -> list[str]:
 
 
 def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]:
-    from convertkit.adapters import merge_specs
-    from convertkit.check.inputs import read_data, specs_from_data
+    from convertkit.adapters import merge_specs, specs_from_request
 
     if loaded.declared:
         return merge_specs(loaded.declared, request.inputs, "the ExportedProgram")
-    specs = list(request.inputs)
-    if not specs and request.data_path is not None:
-        specs = specs_from_data(read_data(request.data_path))
-    if not specs:
-        example = ", ".join(loaded.parameter_names) or "x"
-        raise UsageError(
-            "a PyTorch model does not record its input shapes",
-            hint=f"declare each input with -i NAME:DIMS[:DTYPE] (forward takes: {example}), "
-            "e.g. -i x:1x3x224x224, or pass --data FILE.npz",
-            code="inputs-required",
-        )
-    if loaded.parameter_names:
-        unknown = [s.name for s in specs if s.name not in loaded.parameter_names]
-        if unknown:
-            raise UsageError(
-                f"input(s) {', '.join(unknown)} are not parameters of forward("
-                f"{', '.join(loaded.parameter_names)})",
-                hint="name -i inputs after forward's parameters",
-                code="unknown-input",
-            )
-    return specs
+    return specs_from_request(request, loaded.parameter_names, model="a PyTorch model",
+                              method="forward")
 
 
 # --- running -----------------------------------------------------------------------------
