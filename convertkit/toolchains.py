@@ -169,6 +169,19 @@ def toolchain_status(name: str) -> ToolchainStatus:
     return installed(state="installed")
 
 
+def recorded_versions(name: str) -> dict[str, str] | None:
+    """The package versions the install of toolchain ``name`` recorded, read from its
+    marker without checking the environment (cheap); None when it is not registered or
+    not installed."""
+    if name not in _entry_points():
+        return None
+    try:
+        marker = json.loads((toolchains_dir() / name / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return {**marker.get("versions", {}), "python": marker.get("python", "")}
+
+
 def require_toolchain(name: str, *, needed_for: str) -> ToolchainEnv:
     """The installed environment of ``name``, or exit 4 with the command that installs or
     repairs it."""

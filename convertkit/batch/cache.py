@@ -26,6 +26,7 @@ from convertkit import __version__
 from convertkit.batch.manifest import ConversionSpec
 from convertkit.errors import ConvertkitError
 from convertkit.spec import SourceRef, TargetSpec
+from convertkit.toolchains import recorded_versions
 
 JOB_RECORD = "job.json"
 RECORD_SCHEMA = 1
@@ -39,11 +40,11 @@ FRAMEWORK_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "mindspore": ("mindspore",),
     "onnx": (),
 }
+# Toolchains in the main environment; those with an environment of their own (RKNN,
+# QNN, Sophgo) count with the versions their install recorded (convertkit.toolchains).
 TOOLCHAIN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino",),
-    "rknn": ("rknn-toolkit2",),
-    "qnn": ("onnxruntime-qnn",),
-    "sophgo": ("tpu-mlir",),
+    "intel": ("openvino",),
     "tensorrt": ("tensorrt", "tensorrt-rtx"),
 }
 
@@ -75,9 +76,11 @@ def job_key(conversion: ConversionSpec, base_dir: Path) -> CacheKey:
 def toolchain_versions(framework: str | None,
                        targets: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     names = list(CORE_DISTRIBUTIONS) + list(FRAMEWORK_DISTRIBUTIONS.get(framework or "", ()))
+    environments = []
     for text in targets:
         target = TargetSpec.parse(text)
         names += TOOLCHAIN_DISTRIBUTIONS.get(target.toolchain or target.family, ())
+        environments.append(target.toolchain or target.family)
     versions = [("convertkit", __version__),
                 ("python", ".".join(map(str, sys.version_info[:3])))]
     for name in dict.fromkeys(names):
@@ -85,6 +88,9 @@ def toolchain_versions(framework: str | None,
             versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
+    for toolchain in dict.fromkeys(environments):
+        recorded = recorded_versions(toolchain) or {}
+        versions += [(f"{toolchain}:{name}", version) for name, version in recorded.items()]
     return tuple(versions)
 
 

@@ -116,3 +116,21 @@ def test_a_torn_record_is_not_trusted(tmp_path: Path) -> None:
 
     assert read_record(folder, "abc") is None
     assert read_record(tmp_path / "absent", "abc") is None
+
+
+def test_a_toolchain_environment_counts_with_the_versions_its_install_recorded(
+        tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from convertkit.toolchains import MARKER
+
+    monkeypatch.setenv("CONVERTKIT_TOOLCHAINS_DIR", str(tmp_path))
+    before = dict(toolchain_versions("onnx", ("npu:rknn@rk3588",)))
+    (tmp_path / "rknn").mkdir()
+    (tmp_path / "rknn" / MARKER).write_text(json.dumps(
+        {"versions": {"rknn-toolkit2": "2.5.0"}, "python": "3.11.7"}))
+
+    after = dict(toolchain_versions("onnx", ("npu:rknn@rk3588",)))
+
+    assert "rknn:rknn-toolkit2" not in before
+    assert after["rknn:rknn-toolkit2"] == "2.5.0" and after["rknn:python"] == "3.11.7"
