@@ -8,7 +8,8 @@ Two kinds, each named for the case it fixes:
   ``out += identity`` (``InplaceAddExt``: ResNet-style residuals, EfficientNet), ``Unstack``
   (``q, k, v = unstack(qkv)`` in ViT attention), AdaptiveAvgPool2D, PadV3, GroupNorm,
   HSwish/HSigmoid, L2Normalize, LogicalNot, lists of tensors (``make_list``: nn.GRU,
-  SK-Nets) and Erf (exact GELU) become ops it does map;
+  SK-Nets), Erf (exact GELU), CumSum (the positional encodings of XCiT and EdgeNeXt) and
+  ResizeBilinearV2 (bilinear ops.interpolate: CrossViT, CoaT) become ops it does map;
 - repairs of the ONNX model it writes (``repair_onnx``): a ``StridedSlice`` that takes
   index -1 of an axis (``y[:, -1, :]`` after an LSTM) is written as a Slice with ends 0,
   an empty slice that the following Squeeze cannot remove, so onnx.checker and ONNX
@@ -50,6 +51,7 @@ REWRITE_GROUPS: dict[str, str] = {
     "AdaptiveAvgPool2D": "adaptive_avg_pool", "PadV3": "pad", "make_list": "lists",
     "Erf": "erf", "GroupNorm": "group_norm", "HSwish": "hard_activation",
     "HSigmoid": "hard_activation", "LogicalNot": "logical_not", "L2Normalize": "l2_normalize",
+    "CumSum": "cumsum", "ResizeBilinearV2": "bilinear_resize",
 }
 # Erf has an ONNX op but no mapping in MindSpore's exporter: it is exported as a multiply
 # by this constant, and the multiply turned back into Erf in the ONNX model.
@@ -83,14 +85,21 @@ def export_rewrites(net: Any, groups: Iterable[str]) -> Iterator[Rewrites]:
     - ``unstack``, ``adaptive_avg_pool``, ``hard_activation``, ``l2_normalize``: primitives
       held by the Cell's sub-cells become Cells computing the same with mapped ops (Unstack
       as Split + Squeeze, AdaptiveAvgPool2D as ReduceMean over windows, HSwish and HSigmoid
-      through ReLU6, L2Normalize spelt out); ``ops.unstack`` calls likewise;
+      through ReLU6, L2Normalize spelt out); ``ops.unstack`` calls likewise, and
+      ``ops.L2Normalize`` made in construct;
     - ``pad``: ops.pad with zeros (PadV3) through the Pad primitive;
     - ``lists`` (``make_list``): the time loop of nn.GRU / nn.RNN on CPU collects its steps
       in a tuple instead of a list, and ops.stack (which takes lists built with append)
       becomes Concat of ExpandDims, leaving the list nothing to feed once compiled;
     - ``logical_not``: ``~`` and ops.logical_not on tensors as Equal(x, 0);
     - ``group_norm``: ops.group_norm (nn.GroupNorm) spelt out with mean and variance;
-    - ``erf``: Erf exported as a multiply by ERF_MARKER, restored by ``repair_onnx``.
+    - ``erf``: Erf exported as a multiply by ERF_MARKER, restored by ``repair_onnx``;
+    - ``cumsum``: CumSum (ops.cumsum, Tensor.cumsum, CumSum primitives held by sub-cells)
+      as a MatMul with a constant triangular matrix along the axis (the export is static),
+      exclusive and reverse included;
+    - ``bilinear_resize``: bilinear ops.interpolate with a size, and ResizeBilinearV2
+      primitives held by sub-cells, as MatMuls with constant interpolation matrices for
+      the height and the width (bilinear resizing is separable, so this is the same sum).
 
     Everything is restored on exit: the Cell is left as it was.
     """
@@ -147,6 +156,10 @@ def export_rewrites(net: Any, groups: Iterable[str]) -> Iterator[Rewrites]:
                 undo.append(lambda: invert_impl.invert.register("Tensor")(original))
             record.applied.append("`~` and ops.logical_not on tensors (LogicalNot) as "
                                   "Equal(x, 0)")
+        if "l2_normalize" in wanted:
+            replace(ops, "L2Normalize", _l2_normalize_cell(nn, ops))
+            record.applied.append("ops.L2Normalize made in construct as "
+                                  "x / sqrt(max(sum(x^2), epsilon))")
         if "group_norm" in wanted:
             replace(ops, "group_norm", _group_norm_function(ops))
             record.applied.append("ops.group_norm (nn.GroupNorm) as mean/variance ops")
@@ -156,6 +169,20 @@ def export_rewrites(net: Any, groups: Iterable[str]) -> Iterator[Rewrites]:
                 replace(module, name, marker)
             record.applied.append("Erf (exact GELU, ops.erf) exported through a marker, "
                                   "restored as ONNX Erf")
+        if "cumsum" in wanted:
+            as_matmul = _cumsum_cell(nn, ops)(False, False)
+            for module, name in _cumsum_sites():
+                replace(module, name, as_matmul)
+            record.applied.append("CumSum (ops.cumsum, Tensor.cumsum) as MatMul with a "
+                                  "constant triangular matrix")
+        if "bilinear_resize" in wanted:
+            from mindspore.ops.function import nn_func
+
+            interpolate = _bilinear_interpolate_function(ops, ops.interpolate)
+            replace(ops, "interpolate", interpolate)
+            replace(nn_func, "interpolate", interpolate)
+            record.applied.append("bilinear ops.interpolate (ResizeBilinearV2) as MatMuls "
+                                  "with constant interpolation matrices")
         yield record
     finally:
         for step in reversed(undo):
@@ -233,10 +260,13 @@ def _out_of_place_functions() -> dict[str, Any]:
 
 _SWAP_WORDS = {"Unstack": "Split + Squeeze", "AdaptiveAvgPool2D": "ReduceMean over windows",
                "HSwish": "x * ReLU6(x + 3) / 6", "HSigmoid": "ReLU6(x + 3) / 6",
-               "L2Normalize": "x / sqrt(max(sum(x^2), epsilon))"}
+               "L2Normalize": "x / sqrt(max(sum(x^2), epsilon))",
+               "CumSum": "MatMul with a triangular matrix",
+               "ResizeBilinearV2": "MatMuls with interpolation matrices"}
 _SWAP_GROUPS = {"Unstack": "unstack", "AdaptiveAvgPool2D": "adaptive_avg_pool",
                 "HSwish": "hard_activation", "HSigmoid": "hard_activation",
-                "L2Normalize": "l2_normalize"}
+                "L2Normalize": "l2_normalize", "CumSum": "cumsum",
+                "ResizeBilinearV2": "bilinear_resize"}
 
 
 def _primitive_swaps(nn: Any, ops: Any) -> dict[str, Any]:
@@ -290,8 +320,32 @@ def _primitive_swaps(nn: Any, ops: Any) -> dict[str, Any]:
         def construct(self, x):
             return ops.relu6(x + 3.0) / 6.0
 
+    l2_normalize = _l2_normalize_cell(nn, ops)
+    cumsum = _cumsum_cell(nn, ops)
+    resize = _bilinear_resize_cell(nn, ops)
+    return {
+        "CumSum": lambda primitive: cumsum(bool(primitive.attrs.get("exclusive", False)),
+                                           bool(primitive.attrs.get("reverse", False))),
+        "ResizeBilinearV2": lambda primitive: resize(
+            bool(primitive.attrs.get("align_corners", False)),
+            bool(primitive.attrs.get("half_pixel_centers", False))),
+        "L2Normalize": lambda primitive: l2_normalize(
+            primitive.attrs.get("axis", 0), float(primitive.attrs.get("epsilon", 1e-4))),
+        "HSwish": lambda primitive: HardSwish(),
+        "HSigmoid": lambda primitive: HardSigmoid(),
+        "Unstack": lambda primitive: UnstackAsSplit(int(primitive.attrs.get("axis", 0))),
+        "AdaptiveAvgPool2D": lambda primitive: AdaptiveAvgPoolAsMean(
+            primitive.attrs.get("output_size")),
+    }
+
+
+def _l2_normalize_cell(nn: Any, ops: Any) -> Any:
+    """A Cell class built as ops.L2Normalize is, ``(axis=0, epsilon=1e-4)``, computing it
+    with mapped ops; it also stands in for the class itself, for primitives made in
+    construct (EdgeNeXt's ``ops.L2Normalize(-1)(q)``)."""
+
     class L2NormalizeSpelt(nn.Cell):
-        def __init__(self, axis: Any, epsilon: float) -> None:
+        def __init__(self, axis: Any = 0, epsilon: float = 1e-4) -> None:
             super().__init__()
             self.axis = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
             self.epsilon = epsilon
@@ -300,15 +354,7 @@ def _primitive_swaps(nn: Any, ops: Any) -> dict[str, Any]:
             squares = ops.sum(x * x, self.axis, True)
             return x / ops.sqrt(ops.maximum(squares, self.epsilon))
 
-    return {
-        "L2Normalize": lambda primitive: L2NormalizeSpelt(
-            primitive.attrs.get("axis", 0), float(primitive.attrs.get("epsilon", 1e-4))),
-        "HSwish": lambda primitive: HardSwish(),
-        "HSigmoid": lambda primitive: HardSigmoid(),
-        "Unstack": lambda primitive: UnstackAsSplit(int(primitive.attrs.get("axis", 0))),
-        "AdaptiveAvgPool2D": lambda primitive: AdaptiveAvgPoolAsMean(
-            primitive.attrs.get("output_size")),
-    }
+    return L2NormalizeSpelt
 
 
 def _unstack_function(ops: Any) -> Any:
@@ -355,6 +401,137 @@ def _erf_marker_cell(nn: Any) -> Any:
             return x * marker
 
     return ErfMarker()
+
+
+def prefix_sum_matrix(size: int, exclusive: bool, reverse: bool) -> np.ndarray:
+    """M with ``y = x @ M`` the cumulative sum of x's last axis (of ``size``): M[i, j] is 1
+    where x_i counts towards y_j (i <= j; i < j exclusive; i >= j reverse)."""
+    ones = np.ones((size, size), np.float32)
+    if reverse:
+        return np.tril(ones, -1 if exclusive else 0)
+    return np.triu(ones, 1 if exclusive else 0)
+
+
+def linear_resize_matrix(size_in: int, size_out: int, align_corners: bool,
+                         half_pixel: bool) -> np.ndarray:
+    """M (size_in x size_out) with ``y = x @ M`` x's last axis resized linearly as
+    ResizeBilinearV2 does it: source coordinate o * (in - 1) / (out - 1) with align_corners,
+    (o + 0.5) * in / out - 0.5 (clamped at 0) with half-pixel centres, else o * in / out."""
+    out = np.arange(size_out, dtype=np.float64)
+    if align_corners:
+        source = out * ((size_in - 1) / (size_out - 1)) if size_out > 1 else out * 0.0
+    elif half_pixel:
+        source = np.maximum((out + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    else:
+        source = out * (size_in / size_out)
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    weight = source - low
+    matrix = np.zeros((size_in, size_out), np.float64)
+    np.add.at(matrix, (low, np.arange(size_out)), 1.0 - weight)
+    np.add.at(matrix, (high, np.arange(size_out)), weight)
+    return matrix.astype(np.float32)
+
+
+def _cumsum_sites() -> list[tuple[Any, str]]:
+    """The module globals holding the CumSum primitive that ops.cumsum and Tensor.cumsum
+    (graph mode's standard method and tensor_method, which calls ops.cumsum) reach."""
+    from mindspore.ops.function import math_func
+
+    sites = [(math_func, "cumsum_")]
+    with contextlib.suppress(ImportError):
+        from mindspore.graph._parse import standard_method
+
+        sites.append((standard_method, "cumsum_"))
+    return [(module, name) for module, name in sites if hasattr(module, name)]
+
+
+def _cumsum_cell(nn: Any, ops: Any) -> Any:
+    """A Cell called as the CumSum primitive is, ``(x, axis)``: MatMul with a constant
+    triangular matrix along the axis (moved last and back). Integer inputs are summed in
+    float32, exact below 2**24, and cast back."""
+    from mindspore import Tensor
+    from mindspore.common import dtype as mstype
+
+    floats = (mstype.float16, mstype.float32, mstype.float64, mstype.bfloat16)
+
+    class CumSumAsMatMul(nn.Cell):
+        def __init__(self, exclusive: bool, reverse: bool) -> None:
+            super().__init__()
+            self.exclusive = exclusive
+            self.reverse = reverse
+
+        def construct(self, x, axis):
+            axis = axis if axis >= 0 else axis + x.ndim
+            last = x.ndim - 1
+            dtype = x.dtype
+            values = x if dtype in floats else x.astype(mstype.float32)
+            if axis != last:
+                values = values.swapaxes(axis, last)
+            matrix = Tensor(prefix_sum_matrix(values.shape[-1], self.exclusive, self.reverse))
+            if values.dtype != mstype.float32:
+                matrix = matrix.astype(values.dtype)
+            summed = ops.matmul(values, matrix)
+            if axis != last:
+                summed = summed.swapaxes(axis, last)
+            return summed if summed.dtype == dtype else summed.astype(dtype)
+
+    return CumSumAsMatMul
+
+
+def _resize_function(ops: Any) -> Any:
+    """``resize(x, height, width, align_corners, half_pixel)``: x's last two axes resized
+    bilinearly as ResizeBilinearV2 does it, as MatMuls with constant matrices (graph mode
+    compiles it, so MindSpore is imported here, not in it)."""
+    from mindspore import Tensor
+    from mindspore.common import dtype as mstype
+
+    def resize(x, height, width, align_corners, half_pixel):
+        rows = Tensor(linear_resize_matrix(x.shape[-2], height, align_corners, half_pixel))
+        columns = Tensor(linear_resize_matrix(x.shape[-1], width, align_corners, half_pixel))
+        if x.dtype != mstype.float32:
+            rows = rows.astype(x.dtype)
+            columns = columns.astype(x.dtype)
+        y = ops.matmul(x, columns)  # (..., H, width)
+        y = ops.matmul(y.swapaxes(-1, -2), rows)  # (..., width, height)
+        return y.swapaxes(-1, -2)
+
+    return resize
+
+
+def _bilinear_resize_cell(nn: Any, ops: Any) -> Any:
+    """A Cell called as the ResizeBilinearV2 primitive is, ``(x, size)``."""
+    resize = _resize_function(ops)
+
+    class ResizeBilinearAsMatMul(nn.Cell):
+        def __init__(self, align_corners: bool, half_pixel: bool) -> None:
+            super().__init__()
+            self.align_corners = align_corners
+            self.half_pixel = half_pixel
+
+        def construct(self, x, size):
+            return resize(x, size[0], size[1], self.align_corners, self.half_pixel)
+
+    return ResizeBilinearAsMatMul
+
+
+def _bilinear_interpolate_function(ops: Any, original: Any) -> Any:
+    """ops.interpolate with bilinear resizing of a 4-D input to a size done by
+    ``_resize_function``, as ResizeBilinearV2 (half-pixel centres unless align_corners);
+    other modes, and scale factors, go to MindSpore's own ops.interpolate."""
+    resize = _resize_function(ops)
+
+    def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                    recompute_scale_factor=None):
+        if mode == "bilinear" and input.ndim == 4 and size is not None and \
+                scale_factor is None:
+            sizes = (size, size) if isinstance(size, int) else size
+            aligned = bool(align_corners)
+            return resize(input, sizes[0], sizes[1], aligned, not aligned)
+        return original(input, size, scale_factor, mode, align_corners,
+                        recompute_scale_factor)
+
+    return interpolate
 
 
 def _not_as_equal(ops: Any) -> Any:
@@ -417,12 +594,71 @@ def repair_onnx(model: onnx.ModelProto, *, rewritten: bool) -> list[str]:
     restored = _restore_erf(model) if rewritten else 0
     if restored:
         repairs.append(f"{restored} Erf op(s) restored from convertkit's export markers")
+    stacks = _stacks_as_concat(model)
+    if stacks:
+        repairs.append(
+            f"{stacks} stack(s) written as SequenceConstruct + ConcatFromSequence (ops.stack) "
+            "rewritten as Unsqueeze + Concat: onnxslim cannot constant-fold a sequence")
     fixed = _repair_last_index_slices(model)
     if fixed:
         repairs.append(
             f"{fixed} Slice(s) taking index -1 (StridedSlice, e.g. y[:, -1, :]) were written "
             "with ends 0, an empty slice its Squeeze rejects: ends set to the end of the axis")
     return repairs
+
+
+def _stacks_as_concat(model: onnx.ModelProto) -> int:
+    """MindSpore writes ops.stack as SequenceConstruct feeding ConcatFromSequence. That is
+    valid ONNX, but when the stacked tensors are constants (XCiT's positional encoding)
+    onnxslim's constant folding gets a list back for the sequence and fails. Each such pair
+    whose sequence feeds only ConcatFromSequence becomes Unsqueeze (with new_axis) + Concat,
+    the same tensor."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+    producers = {n.output[0]: n for n in graph.node if n.op_type == "SequenceConstruct"}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    rewritten = 0
+    for name, construct in producers.items():
+        users = consumers.get(name, [])
+        if name in outputs or not users or any(u.op_type != "ConcatFromSequence"
+                                               for u in users):
+            continue
+        for concat in users:
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in concat.attribute}
+            axis = int(attributes["axis"])
+            parts = list(construct.input)
+            new_nodes = []
+            if int(attributes.get("new_axis", 0)):
+                unsqueezed = []
+                for index, part in enumerate(parts):
+                    out = f"{concat.output[0]}__unsqueeze_{index}"
+                    if opset >= 13:
+                        axes = f"{concat.output[0]}__axes"
+                        if index == 0:
+                            graph.initializer.append(numpy_helper.from_array(
+                                np.array([axis], np.int64), axes))
+                        node = onnx.helper.make_node("Unsqueeze", [part, axes], [out],
+                                                     name=out)
+                    else:
+                        node = onnx.helper.make_node("Unsqueeze", [part], [out], name=out,
+                                                     axes=[axis])
+                    new_nodes.append(node)
+                    unsqueezed.append(out)
+                parts = unsqueezed
+            new_nodes.append(onnx.helper.make_node(
+                "Concat", parts, list(concat.output), name=concat.name or concat.output[0],
+                axis=axis))
+            position = list(graph.node).index(concat)
+            graph.node.remove(concat)
+            for offset, node in enumerate(new_nodes):
+                graph.node.insert(position + offset, node)
+            rewritten += 1
+        graph.node.remove(construct)
+    return rewritten
 
 
 def _repair_last_index_slices(model: onnx.ModelProto) -> int:

@@ -145,6 +145,49 @@ def residual() -> nn.Cell:
     return Residual()
 
 
+class PositionCumsum(nn.Cell):
+    """Positional encodings from cumulative sums of a constant mask, stacked sin and cos
+    (XCiT, EdgeNeXt): Tensor.cumsum of a bool mask and a reverse exclusive CumSum primitive,
+    which MindSpore's ONNX exporter cannot map; the stack of constants is written as a
+    sequence, which onnxslim cannot fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1, has_bias=True)
+        self.suffix = ops.CumSum(exclusive=True, reverse=True)
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        mask = ms.Tensor(np.ones((x.shape[0], x.shape[2], x.shape[3]))).astype(ms.bool_)
+        y_embed = mask.cumsum(1, dtype=ms.float32)
+        x_embed = mask.cumsum(2, dtype=ms.float32)
+        position = (y_embed / y_embed[:, -1:, :]) + (x_embed / x_embed[:, :, -1:])
+        waves = ops.stack((ops.sin(position), ops.cos(position)), 1)
+        return self.suffix(self.conv(x), 3) + ops.tile(waves, (1, 2, 1, 1))
+
+
+def position_cumsum() -> nn.Cell:
+    _seeded()
+    return PositionCumsum()
+
+
+class BilinearResize(nn.Cell):
+    """Bilinear resizing (CrossViT, CoaT): ops.interpolate with align_corners up, and
+    without it down; both ResizeBilinearV2, which MindSpore's ONNX exporter cannot map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, pad_mode="pad", padding=1, has_bias=True)
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        up = ops.interpolate(self.conv(x), size=(13, 11), mode="bilinear", align_corners=True)
+        return ops.interpolate(up, size=(5, 6), mode="bilinear", align_corners=False)
+
+
+def bilinear_resize() -> nn.Cell:
+    _seeded()
+    return BilinearResize()
+
+
 def _spec(text: str) -> ms.Tensor:
     dims = text.split(":")[1]
     shape = tuple(int(d) for d in dims.split("x"))

@@ -161,6 +161,65 @@ def test_gru_time_loop_is_rewritten_and_both_outputs_pass(converted) -> None:
     assert result.report["status"] == "pass"
 
 
+def test_cumsum_is_rewritten_as_matmul_and_passes(converted) -> None:
+    result = converted(f"{MODELS}:position_cumsum", "-i", "x:1x3x6x7", "-t", "onnx")
+
+    assert result.exit_code == 0, result.stderr
+    notes = result.report["source"]["notes"]
+    assert any("CumSum" in n and n.startswith("native mindspore.onnx.export: failed")
+               for n in notes)
+    assert any("1 CumSum primitive(s) as MatMul" in n for n in notes)
+    assert any("Tensor.cumsum) as MatMul" in n for n in notes)
+    assert result.report["status"] == "pass"
+    assert _artifacts(result)["onnx"]["metrics"]["output"]["max_abs"] < 1e-5
+    ops = {n.op_type for n in onnx.load(str(result.out / "onnx/model.onnx")).graph.node}
+    assert "MatMul" in ops and "CumSum" not in ops
+    assert any("1 stack(s) written as SequenceConstruct" in n
+               for n in result.report["source"]["notes"])
+    _assert_quiet(result)
+
+
+def test_bilinear_resize_is_rewritten_as_matmul_and_passes(converted) -> None:
+    result = converted(f"{MODELS}:bilinear_resize", "-i", "x:1x3x8x9", "-t", "onnx")
+
+    assert result.exit_code == 0, result.stderr
+    notes = result.report["source"]["notes"]
+    assert any("ResizeBilinearV2" in n and n.startswith("native mindspore.onnx.export: failed")
+               for n in notes)
+    assert any("bilinear ops.interpolate (ResizeBilinearV2) as MatMuls" in n for n in notes)
+    assert result.report["status"] == "pass"
+    assert result.report["source"]["outputs"] == ["output"]
+    assert _artifacts(result)["onnx"]["metrics"]["output"]["max_abs"] < 1e-5
+    _assert_quiet(result)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_stacks_written_as_sequences_become_concat(opset: int) -> None:
+    from onnx import TensorProto, helper
+
+    from convertkit.adapters.mindspore_repair import repair_onnx
+
+    graph = helper.make_graph(
+        [helper.make_node("Sin", ["x"], ["s"]), helper.make_node("Cos", ["x"], ["c"]),
+         helper.make_node("SequenceConstruct", ["s", "c"], ["seq"]),
+         helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=-1, new_axis=1)],
+        "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+    repairs = repair_onnx(model, rewritten=False)
+
+    assert len(repairs) == 1 and repairs[0].startswith("1 stack(s)")
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Sin", "Cos", "Unsqueeze", "Unsqueeze",
+                                                     "Concat"]
+    import onnxruntime as ort
+
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    (y,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.stack((np.sin(x), np.cos(x)), -1), rtol=1e-6)
+
+
 # --- Python Cells: two inputs, checkpoints ------------------------------------------------
 
 def test_two_input_cell_passes(converted) -> None:
