@@ -20,7 +20,8 @@ variant stands for the others); nn layers (LSTM, GRU, TransformerEncoderLayer) c
 this file itself, as small Cells.
 
 Models MindSpore itself cannot build or run on CPU at their own input size (the CLI
-exits 2: the factory raises, or the reference run fails) are listed as `no-run` and left
+exits 2: the factory raises, or the reference run fails; or the model's code fails in
+MindSpore, e.g. calling an op this MindSpore lacks) are listed as `no-run` and left
 out of the share. Columns: `native` is what mindspore.onnx.export does on its own (ok,
 fails on a primitive, or writes a model the ONNX checker rejects), read from the report's
 notes; `convertkit` is the report's status; max abs / max rel are the worst over the ONNX
@@ -197,9 +198,11 @@ def run_one(name: str, inputs: list[str] | None, timeout_s: float) -> Row:
         row.convertkit, row.detail = "timeout", error
         return row
     status = (report or {}).get("status", "error")
-    if code == 2:
+    error_code = ((report or {}).get("error") or {}).get("code")
+    if code == 2 or error_code == "model-code-failed":
         # At its own input size, MindSpore itself cannot build or run the model on CPU
-        # (the factory raises, the reference run fails): nothing to convert.
+        # (the factory raises, the reference run fails, its code calls what this
+        # MindSpore lacks): nothing to convert.
         status = NOT_RUNNABLE
     row.convertkit = status
     artifacts = (report or {}).get("artifacts", [])
