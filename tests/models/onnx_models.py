@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
 
@@ -61,3 +61,22 @@ def scale_initializer(source: Path, path: Path, name: str, factor: float) -> Pat
 def consumer_of(path: Path, tensor: str) -> onnx.NodeProto:
     """The first node of the model at ``path`` that reads ``tensor``."""
     return next(n for n in onnx.load(str(path)).graph.node if tensor in n.input)
+
+
+def conv_relu_model(path: Path, *, batch: int | str = 1, extra_op: str | None = None,
+                    opset: int = 17) -> Path:
+    """A Conv (seeded weights) + Relu on a [batch, 3, 16, 16] input, optionally followed by
+    one more single-input op (one a target lacks). A name for ``batch`` makes it dynamic."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r" if extra_op else "y"])]
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["r"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 16, 16])],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+              str(path))
+    return path

@@ -8,14 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.platforms.npu.ascend import AscendPlatform, soc_version
 from convertkit.spec import TargetSpec
-from tests.models.onnx_models import random_weight_model
+from tests.models.onnx_models import conv_relu_model, random_weight_model
 
 HAS_ATC = shutil.which("atc") is not None
 EXPECTED = "built" if HAS_ATC else "prepared"
@@ -27,22 +25,6 @@ def squeezenet(tmp_path_factory) -> Path:
     return random_weight_model("light_squeezenet.onnx",
                                tmp_path_factory.mktemp("ascend") / "squeezenet.onnx")
 
-
-def _conv_model(path: Path, batch: int | str = 1, extra_op: str | None = None,
-                opset: int = 17) -> Path:
-    rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r" if extra_op else "y"])]
-    if extra_op:
-        nodes.append(helper.make_node(extra_op, ["r"], ["y"]))
-    graph = helper.make_graph(
-        nodes, "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 16, 16])],
-        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
-              str(path))
-    return path
 
 
 def _artifact(result, target: str) -> dict:
@@ -78,7 +60,7 @@ def test_prepares_the_atc_ready_model_and_the_atc_command(cli, squeezenet: Path,
 
 
 def test_fp32_keeps_the_origin_dtype_and_dynamic_dims_come_from_i(cli, tmp_path: Path) -> None:
-    model = _conv_model(tmp_path / "dynamic.onnx", batch="batch")
+    model = conv_relu_model(tmp_path / "dynamic.onnx", batch="batch")
 
     result = cli("convert", str(model), "-t", "npu:ascend@ascend910b2", "-i", "x:4x3x16x16",
                  "--precision", "fp32", out=tmp_path / "out")
@@ -101,7 +83,7 @@ def test_fp32_keeps_the_origin_dtype_and_dynamic_dims_come_from_i(cli, tmp_path:
 
 def test_an_op_outside_the_atc_list_is_rejected_by_name(cli, tmp_path: Path) -> None:
     # Mish (opset 18) is an ONNX op ATC's list does not name; ONNX Runtime runs it.
-    model = _conv_model(tmp_path / "mish.onnx", extra_op="Mish", opset=18)
+    model = conv_relu_model(tmp_path / "mish.onnx", extra_op="Mish", opset=18)
 
     result = cli("convert", str(model), "-t", "npu:ascend", out=tmp_path / "out")
 
@@ -114,7 +96,7 @@ def test_an_op_outside_the_atc_list_is_rejected_by_name(cli, tmp_path: Path) -> 
 
 
 def test_a_dynamic_input_without_i_is_refused_naming_i(cli, tmp_path: Path) -> None:
-    model = _conv_model(tmp_path / "dynamic.onnx", batch="batch")
+    model = conv_relu_model(tmp_path / "dynamic.onnx", batch="batch")
 
     result = cli("convert", str(model), "-t", "npu:ascend@310p3", out=tmp_path / "out")
 
@@ -124,9 +106,9 @@ def test_a_dynamic_input_without_i_is_refused_naming_i(cli, tmp_path: Path) -> N
 
 
 def test_inspect_shows_the_verdict(cli, tmp_path: Path) -> None:
-    rejected = cli("inspect", str(_conv_model(tmp_path / "mish.onnx", extra_op="Mish",
+    rejected = cli("inspect", str(conv_relu_model(tmp_path / "mish.onnx", extra_op="Mish",
                                               opset=18)), "-t", "npu:ascend")
-    accepted = cli("inspect", str(_conv_model(tmp_path / "dynamic.onnx", batch="batch")),
+    accepted = cli("inspect", str(conv_relu_model(tmp_path / "dynamic.onnx", batch="batch")),
                    "-t", "npu:ascend@310b4", "-i", "x:1x3x16x16")
 
     assert rejected.exit_code == 3
@@ -137,7 +119,7 @@ def test_inspect_shows_the_verdict(cli, tmp_path: Path) -> None:
 
 
 def test_int8_is_refused_as_usage(cli, tmp_path: Path) -> None:
-    result = cli("convert", str(_conv_model(tmp_path / "conv.onnx")), "-t", "npu:ascend",
+    result = cli("convert", str(conv_relu_model(tmp_path / "conv.onnx")), "-t", "npu:ascend",
                  "--precision", "int8", out=tmp_path / "out")
 
     assert result.exit_code == 2

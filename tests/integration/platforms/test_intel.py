@@ -13,27 +13,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from convertkit.check.budgets import budget_for
 from convertkit.check.metrics import compare_outputs
 from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.platforms.npu.intel import IntelNpuPlatform, npu_present
 from convertkit.spec import Precision, TargetSpec
+from tests.models.onnx_models import conv_relu_model
 
 EXPECTED = ("pass",) if npu_present() else ("prepared",)
 
-
-def _conv_model(path: Path, batch: int | str = "batch") -> Path:
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 16, 16])],
-        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,7 @@ def converted(tmp_path_factory) -> tuple[Path, dict, object]:
     from tests.conftest import run_cli
 
     folder = tmp_path_factory.mktemp("intel")
-    model = _conv_model(folder / "dynamic.onnx")
+    model = conv_relu_model(folder / "dynamic.onnx", batch="batch")
     result = run_cli("convert", str(model), "-t", "npu:intel", "-i", "x:2x3x16x16",
                      out=folder / "out")
     return model, result.report, result
@@ -102,7 +92,7 @@ def test_the_compile_command_works_and_the_ir_computes_the_model(converted) -> N
 
 
 def test_int8_quantises_with_nncf(cli, tmp_path: Path) -> None:
-    result = cli("convert", str(_conv_model(tmp_path / "conv.onnx", batch=1)), "-t",
+    result = cli("convert", str(conv_relu_model(tmp_path / "conv.onnx", batch=1)), "-t",
                  "npu:intel", "--precision", "int8", out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
@@ -114,8 +104,9 @@ def test_int8_quantises_with_nncf(cli, tmp_path: Path) -> None:
 
 
 def test_a_dynamic_input_without_i_is_refused_naming_i(cli, tmp_path: Path) -> None:
-    result = cli("convert", str(_conv_model(tmp_path / "dynamic.onnx")), "-t", "npu:intel",
-                 out=tmp_path / "out")
+    model = conv_relu_model(tmp_path / "dynamic.onnx", batch="batch")
+
+    result = cli("convert", str(model), "-t", "npu:intel", out=tmp_path / "out")
 
     assert result.exit_code == 3
     artifact = next(a for a in result.report["artifacts"] if a["target"] == "npu:intel")

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.ir.info import describe
 from convertkit.platforms.npu.sophgo import SophgoPlatform, remove_bundled_glibc
 from convertkit.spec import TargetSpec
 from tests.conftest import install_toolchain, run_cli
+from tests.models.onnx_models import conv_relu_model
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
@@ -27,17 +27,6 @@ SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 def sophgo_toolchain() -> None:
     install_toolchain("sophgo")
 
-
-def _conv_model(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return path
 
 
 def _artifact(report: dict, target: str) -> dict:
@@ -80,7 +69,7 @@ def test_small_cnn_passes_in_the_cmodel_simulator(sophgo_toolchain: None, tmp_pa
 @pytest.mark.sophgo
 def test_a_chip_without_fp16_refuses_it_and_builds_int8_by_default(
         sophgo_toolchain: None, tmp_path: Path) -> None:
-    model = _conv_model(tmp_path / "conv.onnx")
+    model = conv_relu_model(tmp_path / "conv.onnx", opset=13)
 
     refused = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", "--precision", "fp16",
                       out=tmp_path / "a")
@@ -98,7 +87,7 @@ def test_a_chip_without_fp16_refuses_it_and_builds_int8_by_default(
 def test_a_missing_toolchain_exits_4_with_the_install_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERTKIT_TOOLCHAINS_DIR", str(tmp_path / "no-toolchains"))
-    model = _conv_model(tmp_path / "conv.onnx")
+    model = conv_relu_model(tmp_path / "conv.onnx", opset=13)
 
     result = run_cli("convert", str(model), "-t", "npu:sophgo", out=tmp_path / "out")
 
@@ -109,7 +98,7 @@ def test_a_missing_toolchain_exits_4_with_the_install_command(
 
 
 def test_an_unknown_chip_is_refused_before_anything_is_built(tmp_path: Path) -> None:
-    model = _conv_model(tmp_path / "conv.onnx")
+    model = conv_relu_model(tmp_path / "conv.onnx", opset=13)
     info = describe(onnx.load(str(model)))
 
     problems = SophgoPlatform().preflight(info, TargetSpec("npu", "sophgo", "bm9999"))

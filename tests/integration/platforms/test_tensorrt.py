@@ -6,32 +6,20 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from convertkit.platforms.gpu import TensorRtPlatform
 from convertkit.platforms.tensorrt_engine import find_builder
 from convertkit.spec import TargetSpec
-
-
-def _conv_model(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+from tests.models.onnx_models import conv_relu_model
 
 
 def test_without_a_builder_for_the_gpu_it_writes_the_trtexec_bundle(cli, tmp_path: Path) -> None:
     # sm90 (H100): tensorrt_rtx cannot build for it, and tensorrt needs that GPU present.
     expected = "prepared" if find_builder(90).module is None else "built"
 
-    result = cli("convert", str(_conv_model(tmp_path / "conv.onnx")), "-t", "gpu:tensorrt@sm90",
+    result = cli("convert", str(conv_relu_model(tmp_path / "conv.onnx")), "-t", "gpu:tensorrt@sm90",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
@@ -51,7 +39,7 @@ def test_without_a_builder_for_the_gpu_it_writes_the_trtexec_bundle(cli, tmp_pat
 def test_tensorrt_rtx_builds_ahead_of_time_and_reports_built(cli, tmp_path: Path) -> None:
     has_rtx = importlib.util.find_spec("tensorrt_rtx") is not None
 
-    result = cli("convert", str(_conv_model(tmp_path / "conv.onnx")), "-t", "gpu:tensorrt@sm89",
+    result = cli("convert", str(conv_relu_model(tmp_path / "conv.onnx")), "-t", "gpu:tensorrt@sm89",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
