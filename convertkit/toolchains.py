@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from convertkit.errors import ConversionError, MissingDependencyError, UsageErro
 TOOLCHAIN_GROUP = "convertkit.toolchains"
 MARKER = "convertkit-toolchain.json"  # written last: its presence means the install finished
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_NO_DEPS_LINE = re.compile(r"^#\s*no-deps:\s*(\S+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class Toolchain:
 
     name: str
     description: str
-    requirements: Path  # pinned requirements file kept in the package
+    # Pinned requirements file kept in the package. A line `# no-deps: NAME==VERSION` is
+    # installed after the rest with pip --no-deps (a wheel whose declared pins are wrong).
+    requirements: Path
     probe: tuple[str, ...]  # modules imported to prove the environment works
     packages: tuple[str, ...]  # distributions whose versions `toolchains list` shows
     python: str | None = None  # "3.10": the Python it needs; None: the running one's
@@ -243,10 +247,15 @@ def install(name: str, *, python: str | None = None, force: bool = False,
                 _run([interpreter, "-m", "venv", str(root)], log, "creating the environment")
                 env_python = str(root / "bin" / "python")
                 progress(f"installing {toolchain.requirements.name}")
-                _run([env_python, "-m", "pip", "install", "--disable-pip-version-check",
-                      "--no-input", "-r", str(toolchain.requirements)], log,
-                     "pip install")
-                changes = toolchain.fixes(root) if toolchain.fixes else []
+                pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check",
+                       "--no-input"]
+                _run([*pip, "-r", str(toolchain.requirements)], log, "pip install")
+                changes = []
+                for requirement in _NO_DEPS_LINE.findall(toolchain.requirements.read_text()):
+                    _run([*pip, "--no-deps", requirement], log,
+                         f"pip install --no-deps {requirement}")
+                    changes.append(f"pip install --no-deps {requirement}")
+                changes += toolchain.fixes(root) if toolchain.fixes else []
                 for change in changes:
                     progress(f"fix: {change}")
                     log.write(f"fix: {change}\n")

@@ -5,7 +5,6 @@ sees the environment's packages and nothing of the main one."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -45,9 +44,10 @@ def _register(patch: pytest.MonkeyPatch, *registered: Toolchain) -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Toolchain:
     folder = tmp_path_factory.mktemp("tiny-toolchain")
     requirements = folder / "tiny.txt"
-    requirements.write_text("six==1.16.0\n")
-    return Toolchain(name="tiny", description="six, as a stand-in toolkit",
-                     requirements=requirements, probe=("six",), packages=("six",),
+    requirements.write_text("six==1.16.0\n# no-deps: python-dateutil==2.9.0.post0\n")
+    return Toolchain(name="tiny", description="six and dateutil, as a stand-in toolkit",
+                     requirements=requirements, probe=("six", "dateutil"),
+                     packages=("six", "python-dateutil"),
                      fixes=lambda root: [f"nothing to fix in {root.name}"])
 
 
@@ -73,9 +73,11 @@ def registry(installed: Path, tiny: Toolchain, monkeypatch: pytest.MonkeyPatch) 
 def test_install_records_versions_fixes_and_python(registry: Path) -> None:
     status = toolchains.toolchain_status("tiny")
     assert status.state == "installed"
-    assert status.versions == {"six": "1.16.0"}
+    assert status.versions == {"six": "1.16.0", "python-dateutil": "2.9.0.post0"}
     assert status.python_version.startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
-    assert (registry / "tiny" / toolchains.MARKER).read_text().count("nothing to fix") == 1
+    marker = json.loads((registry / "tiny" / toolchains.MARKER).read_text())
+    assert marker["fixes"] == ["pip install --no-deps python-dateutil==2.9.0.post0",
+                               "nothing to fix in tiny"]
 
 
 def test_second_install_is_a_no_op(registry: Path) -> None:
@@ -115,8 +117,7 @@ def test_broken_toolchain_is_exit_4_with_a_repair_hint_and_install_repairs_it(
     _register(monkeypatch, tiny)
     toolchains.install("tiny", progress=lambda _: None)
     site = next((tmp_path / "tiny" / "lib").glob("python*/site-packages"))
-    shutil.rmtree(site / "six.py", ignore_errors=True)
-    (site / "six.py").unlink(missing_ok=True)
+    (site / "six.py").unlink()
     status = toolchains.toolchain_status("tiny")
     assert status.state == "broken" and "six" in status.reason
     with pytest.raises(MissingDependencyError) as caught:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +30,7 @@ import numpy as np
 import onnx
 
 from convertkit.check.inputs import load_arrays, save_arrays
-from convertkit.errors import MissingDependencyError, UsageError
+from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
 from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision
@@ -47,40 +45,14 @@ from convertkit.toolchains import (
     toolchain_status,
 )
 
-REQUIREMENTS = Path(__file__).parent / "requirements" / "rknn.txt"
-NO_DEPS_LINE = re.compile(r"^#\s*no-deps:\s*(\S+)\s*$", re.MULTILINE)
-
-
-def install_without_dependencies(env_root: Path) -> list[str]:
-    """pip-install the requirement on the requirements file's ``# no-deps:`` line with
-    --no-deps: rknn-toolkit2 2.5.0 declares torch<=2.4.0 but runs on the torch 2.13.0 the
-    file pins, and pip would otherwise refuse the pair (or fetch another torch)."""
-    done = []
-    for requirement in NO_DEPS_LINE.findall(REQUIREMENTS.read_text(encoding="utf-8")):
-        command = [str(env_root / "bin" / "python"), "-m", "pip", "install",
-                   "--disable-pip-version-check", "--no-input", "--no-deps", requirement]
-        environment = {k: v for k, v in os.environ.items()
-                       if k not in ("PYTHONPATH", "PYTHONHOME")}
-        result = subprocess.run(command, capture_output=True, text=True, env=environment,
-                                stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise MissingDependencyError(
-                f"pip install --no-deps {requirement} failed: {last}",
-                hint="check that PyPI (or your index) is reachable and retry",
-                code="toolchain-install-failed")
-        done.append(f"pip install --no-deps {requirement} (its torch<=2.4.0 pin is "
-                    "overridden by the torch the requirements pin)")
-    return done
-
-
 TOOLCHAIN = Toolchain(
     name="rknn",
     description="Rockchip rknn-toolkit2: .rknn models and the RKNN simulator",
-    requirements=REQUIREMENTS,
+    # rknn-toolkit2 comes --no-deps (the file's `# no-deps:` line): its wheel declares
+    # torch<=2.4.0 yet runs on the torch 2.13.0 the file pins.
+    requirements=Path(__file__).parent / "requirements" / "rknn.txt",
     probe=("rknn.api",),
     packages=("rknn-toolkit2", "onnx", "torch"),
-    fixes=install_without_dependencies,
     size_hint="~1.5 GB",
 )
 
