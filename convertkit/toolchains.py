@@ -72,10 +72,6 @@ class ToolchainEnv:
     def python(self) -> Path:
         return self.root / "bin" / "python"
 
-    def describe(self) -> str:
-        """``rknn-toolkit2 2.5.0`` (the versions of the toolchain's packages)."""
-        return ", ".join(f"{name} {version}" for name, version in self.versions.items())
-
 
 @dataclass(frozen=True)
 class ToolchainStatus:

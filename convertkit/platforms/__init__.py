@@ -60,13 +60,6 @@ class Runner(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-class DevicePrecision(Protocol):
-    """A platform whose default precision depends on the device (an NPU that computes
-    int8 only): the pipeline asks it instead of taking ``precisions[0]``."""
-
-    def default_precision(self, target: TargetSpec) -> Precision: ...
-
-
 class LayerAnalysis(Protocol):
     """A runner that can also say, after a failed check, which of its layers diverge most
     (the toolkit's own per-layer analysis, e.g. rknn-toolkit2's accuracy_analysis)."""
@@ -82,7 +75,9 @@ class Platform(Protocol):
     is_family_default: ClassVar[bool]  # what `-t FAMILY` alone picks
     description: ClassVar[str]
     requirements: ClassVar[Requirements]  # what it accepts: opsets, ops, shapes, dtypes
-    precisions: ClassVar[tuple[Precision, ...]]  # what it builds; the first is the default
+    # What it builds; the first is the default, unless the platform also has
+    # ``default_precision(target) -> Precision`` (a device that computes int8 only).
+    precisions: ClassVar[tuple[Precision, ...]]
 
     @classmethod
     def is_available(cls) -> bool:
