@@ -127,10 +127,10 @@ def cpu_artifacts(report: dict, out: Path) -> list[tuple[str, Path]]:
 def artifact_runner(path: Path, threads: int) -> Callable[[dict], object]:
     """A callable running the artifact as its folder says, at ``threads`` threads."""
     if path.suffix == ".xml":
-        from convertkit.platforms.openvino import COMPILE_FILE, OpenVinoCpuRunner
+        from convertkit.platforms.openvino import COMPILE_FILE, OpenVinoRunner
 
         settings = json.loads((path.parent / COMPILE_FILE).read_text())
-        runner = OpenVinoCpuRunner(path, settings["config"], settings.get("outputs", []),
+        runner = OpenVinoRunner(path, settings["config"], settings.get("outputs", []),
                                    threads=threads).__enter__()
         return runner.run
     from convertkit.platforms.ort_runner import OrtRunner

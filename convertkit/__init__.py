@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from convertkit.report import Report
+    from convertkit.reports.record import Report
 
 
 def convert(source: Any, out: Any, **options: Any) -> Report:
@@ -23,8 +23,8 @@ def convert(source: Any, out: Any, **options: Any) -> Report:
 
 
 def check(reference: Any, candidate: Any, out: Any = None, **options: Any) -> Report:
-    """See ``convertkit.comparison.check``."""
-    from convertkit.comparison import check as run
+    """See ``convertkit.check_models.check_models``."""
+    from convertkit.check_models import check_models as run
 
     return run(reference, candidate, out, **options)
 

@@ -9,27 +9,56 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from convertkit import __version__
 from convertkit.config import is_debug
 from convertkit.errors import ConvertkitError, UsageError
+from convertkit.options import option_fields
 
 if TYPE_CHECKING:
-    from convertkit.report import Report
+    from convertkit.reports.record import Report
 
-FRAMEWORKS = ("pytorch", "tensorflow", "paddle", "mindspore", "onnx")
 EXIT_CODES_HELP = """Exit codes: 0 every artifact built and passed its check; 1 a numerical
 check failed; 2 bad usage or unreadable input; 3 the conversion failed; 4 a needed
-framework or toolchain is missing. When several apply: the first of 2, 4, 3, 1."""
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DEFAULT_FORMATS = "json,html,junit"
-BUDGET_FILE_HELP = ("A TOML file of budgets per precision, e.g. [fp16] atol = 0.02 "
-                    "rtol = 0.02; --atol/--rtol override it.")
-REPORT_FORMAT_HELP = ("Reports to write into the output folder, comma-separated: json "
-                      "(always), html (report.html), junit (junit.xml).")
+framework or toolchain is missing; 5 convertkit itself failed (a bug: the message names
+the log with the traceback). When several apply: the first of 2, 4, 3, 1."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def conversion_options(command: str) -> Callable[[F], F]:
+    """The flags of every ConvertOptions field ``command`` takes (convertkit/options.py),
+    so that convert, check and inspect cannot drift apart."""
+
+    def decorate(function: F) -> F:
+        for spec in reversed(option_fields(command)):
+            flag = spec.flag
+            settings: dict[str, Any] = {"help": flag.help}
+            if flag.is_switch and "/" in flag.names[0]:  # --name/--no-name
+                settings.update(default=spec.default, show_default=True)
+            elif flag.is_switch:
+                settings["is_flag"] = True
+            elif flag.choices:
+                settings["type"] = click.Choice(flag.choices, case_sensitive=False)
+            if flag.repeatable:
+                settings["multiple"] = True
+            if flag.metavar:
+                settings["metavar"] = flag.metavar
+            function = click.option(*flag.names, spec.name, **settings)(function)
+        return function
+
+    return decorate
+
+
+def run_options(function: F) -> F:
+    """--force and --debug, for the commands that write an output folder."""
+    function = click.option("--debug", is_flag=True,
+                            help="Show framework output and tracebacks.")(function)
+    return click.option("--force", is_flag=True,
+                        help="Replace the output folder if it exists.")(function)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,65 +73,22 @@ def cli() -> None:
 @click.argument("source")
 @click.option("-o", "--out", "out", required=True, type=click.Path(),
               help="Output folder, written whole or not at all.")
-@click.option("-f", "--framework", type=click.Choice(FRAMEWORKS),
-              help="Source framework (default: detected from SOURCE).")
-@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-              help="An input, e.g. x:1x3x224x224:float32; a name in place of a number makes "
-              "that axis dynamic (ids:batchx128:int64). Repeatable.")
-@click.option("-t", "--target", "targets", multiple=True, metavar="TARGET",
-              help="FAMILY[:TOOLCHAIN][@DEVICE], e.g. cpu, cpu:ort. Repeatable; `onnx` is "
-              "always built. `convertkit targets` lists them.")
-@click.option("--data", type=click.Path(), help="An .npz of real inputs for the check.")
-@click.option("--weights", type=click.Path(), help="Weights to load into the model a "
-              "FILE.py:NAME factory returns (a PyTorch state_dict, a Keras .weights.h5).")
-@click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset to export or convert to.")
-@click.option("--signature", metavar="NAME", help="TensorFlow: the SavedModel or TFLite "
-              "signature (or tf.Module tf.function) to convert; default serving_default, "
-              "or the only one.")
-@click.option("--output", "output_names", multiple=True, metavar="TENSOR",
-              help="Frozen GraphDef (.pb): an output tensor, e.g. logits or logits:0. "
-              "Repeatable or comma-separated.")
-@click.option("--inputs-as-nchw", "inputs_as_nchw", multiple=True, metavar="NAME",
-              help="TensorFlow: make this NHWC input NCHW in the ONNX model (and in -i, "
-              "--data and the check feeds). Repeatable or comma-separated.")
-@click.option("--trust-code", is_flag=True, help="Keras .keras/.h5: allow Python code in the "
-              "file (Lambda layers) to be deserialised. Only for files you trust.")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Precision to build at (default: each target's best); with `-t cpu` "
-              "it limits the candidates.")
-@click.option("--optimize/--no-optimize", default=True, show_default=True,
-              help="Constant folding, dead-node removal and standard fusions on the ONNX "
-              "model (checked like every artifact).")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance of the check.")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance of the check.")
-@click.option("--budget-file", type=click.Path(), help=BUDGET_FILE_HELP)
-@click.option("--report-format", "report_formats", default=DEFAULT_FORMATS, show_default=True,
-              help=REPORT_FORMAT_HELP)
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
-def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...],
-            targets: tuple[str, ...], data: str | None, weights: str | None,
-            opset: int | None, signature: str | None, output_names: tuple[str, ...],
-            inputs_as_nchw: tuple[str, ...], trust_code: bool, precision: str | None,
-            optimize: bool, atol: float | None, rtol: float | None,
-            budget_file: str | None, report_formats: str, force: bool, debug: bool) -> None:
+@conversion_options("convert")
+@run_options
+def convert(source: str, out: str, force: bool, debug: bool, **values: Any) -> None:
     """Convert SOURCE for each target and check every artifact against SOURCE.
 
     SOURCE is a model file or folder (.onnx, TorchScript .pt, ExportedProgram .pt2,
-    SavedModel folder, .keras, .h5, .tflite, frozen GraphDef .pb), or FILE.py:NAME /
-    package.module:NAME naming a model or a function that returns one.
+    SavedModel folder, .keras, .h5, .tflite, frozen GraphDef .pb, Paddle inference model,
+    .mindir), or FILE.py:NAME / package.module:NAME naming a model or a function that
+    returns one.
     """
+    from convertkit.options import ConvertOptions
     from convertkit.pipeline import convert as run_conversion
 
-    report = run_conversion(
-        source, out, framework=framework, inputs=inputs, targets=targets, data=data,
-        weights=weights, opset=opset, optimize=optimize, precision=precision, atol=atol,
-        rtol=rtol, force=force,
-        signature=signature, output_names=output_names, inputs_as_nchw=inputs_as_nchw,
-        trust_code=trust_code, budget_file=budget_file, report_formats=report_formats,
-        show_framework_output=debug or is_debug(),
-        progress=lambda message: click.echo(f"... {message}", err=True),
-    )
+    options = ConvertOptions.parse(values, command="convert")
+    report = run_conversion(source, out, options, force=force,
+                            show_framework_output=debug or is_debug(), progress=_progress)
     _render_and_exit(report, f"report: {out}/report.json")
 
 
@@ -112,41 +98,27 @@ def convert(source: str, out: str, framework: str | None, inputs: tuple[str, ...
 @click.option("-o", "--out", "out", type=click.Path(),
               help="Output folder for the reports and repro/, written whole or not at all. "
               "Without it nothing is written.")
-@click.option("-f", "--framework", type=click.Choice(FRAMEWORKS),
-              help="Framework of a side that is a source model (default: detected).")
-@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-              help="An input of the reference, as for convert. Repeatable.")
-@click.option("--data", type=click.Path(), help="An .npz of real inputs for both models.")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Budget to judge by (default: the looser of the two models' precisions).")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance of the check.")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance of the check.")
-@click.option("--budget-file", type=click.Path(), help=BUDGET_FILE_HELP)
-@click.option("--report-format", "report_formats", default=DEFAULT_FORMATS, show_default=True,
-              help=REPORT_FORMAT_HELP)
-@click.option("--localize/--no-localize", default=True, show_default=True,
-              help="Find the first diverging node when a check fails.")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
-def check(reference: str, candidate: str, out: str | None, framework: str | None,
-          inputs: tuple[str, ...], data: str | None, precision: str | None,
-          atol: float | None, rtol: float | None, budget_file: str | None,
-          report_formats: str, localize: bool, force: bool, debug: bool) -> None:
+@conversion_options("check")
+@run_options
+def check(reference: str, candidate: str, out: str | None, force: bool, debug: bool,
+          **values: Any) -> None:
     """Compare CANDIDATE with REFERENCE on the same inputs, under a budget.
 
     Each is an ONNX model (fp32, fp16 or quantised), an OpenVINO IR (.xml + .bin), a
-    source model (any SOURCE convert takes) or a folder written by convert.
+    source model (any SOURCE convert takes; the source options apply to it) or a folder
+    written by convert.
     """
-    from convertkit.comparison import check as run_check
+    from convertkit.check_models import check_models
+    from convertkit.options import ConvertOptions
 
-    report = run_check(
-        reference, candidate, out, framework=framework, inputs=inputs, data=data,
-        precision=precision, atol=atol, rtol=rtol, budget_file=budget_file,
-        report_formats=report_formats, localize=localize, force=force,
-        show_framework_output=debug or is_debug(),
-        progress=lambda message: click.echo(f"... {message}", err=True),
-    )
+    options = ConvertOptions.parse(values, command="check")
+    report = check_models(reference, candidate, out, options, force=force,
+                          show_framework_output=debug or is_debug(), progress=_progress)
     _render_and_exit(report, f"report: {out}/report.json" if out else "no -o: nothing written")
+
+
+def _progress(message: str) -> None:
+    click.echo(f"... {message}", err=True)
 
 
 @cli.command()
@@ -178,7 +150,7 @@ def targets(ops_of: str | None) -> None:
         if platform.is_available():
             state = "installed"
         else:  # a platform that prepares inputs for a toolchain on another machine
-            state = "prepares" if getattr(platform, "prepares_when_missing", False) else "missing"
+            state = "prepares" if platform.prepares_when_missing else "missing"
         rows.append((label, state, platform.description))
     width = max(len(r[0]) for r in rows)
     for label, state, description in rows:
@@ -244,20 +216,10 @@ def toolchains_remove(name: str) -> None:
 
 @cli.command()
 @click.argument("source")
-@click.option("-t", "--target", "targets", multiple=True, metavar="TARGET",
-              help="Give the verdict of these targets only (default: every known target).")
-@click.option("-f", "--framework", type=click.Choice(FRAMEWORKS),
-              help="Source framework (default: detected from SOURCE).")
-@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-              help="Input shapes: needed to lower PyTorch sources; concrete dims satisfy "
-              "targets that need static shapes.")
-@click.option("--weights", type=click.Path(), help="Weights for a FILE.py:NAME factory.")
-@click.option("--opset", type=click.IntRange(1, 30), help="Judge the model at this opset.")
+@conversion_options("inspect")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--debug", is_flag=True, help="Show framework output and tracebacks.")
-def inspect(source: str, targets: tuple[str, ...], framework: str | None,
-            inputs: tuple[str, ...], weights: str | None, opset: int | None, as_json: bool,
-            debug: bool) -> None:
+def inspect(source: str, as_json: bool, debug: bool, **values: Any) -> None:
     """Describe an ONNX model (or any SOURCE, lowered first) and say which targets take it.
 
     Exit 0 when every target accepts the model (possibly after preparation), 3 otherwise.
@@ -265,10 +227,10 @@ def inspect(source: str, targets: tuple[str, ...], framework: str | None,
     import json
 
     from convertkit.inspection import format_inspection, inspect_model
+    from convertkit.options import ConvertOptions
 
-    inspection = inspect_model(source, targets=targets, framework=framework, inputs=inputs,
-                               weights=weights, opset=opset,
-                               show_framework_output=debug or is_debug())
+    options = ConvertOptions.parse(values, command="inspect")
+    inspection = inspect_model(source, options, show_framework_output=debug or is_debug())
     click.echo(json.dumps(inspection.to_dict(), indent=2) if as_json
                else format_inspection(inspection))
     sys.exit(inspection.exit_code)
@@ -320,7 +282,7 @@ def batch(manifest: str, out: str, parallel: int | None, executor: str, address:
 def _render_and_exit(report: Report, where: str) -> None:
     """The table, the findings under it, every error, the status line; exit with the
     report's code."""
-    from convertkit.report import format_findings, format_table
+    from convertkit.reports.terminal import format_findings, format_table
     from convertkit.spec import Status
 
     if report.artifacts:

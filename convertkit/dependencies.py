@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from convertkit.errors import ConversionError, MissingDependencyError
+from convertkit.errors import ConversionError, MissingDependencyError, first_line
 
 
 def require(module: str, *, name: str, extra: str | None = None, needed_for: str = "",
@@ -24,7 +24,7 @@ def require(module: str, *, name: str, extra: str | None = None, needed_for: str
             code=f"missing-{module.split('.')[0].replace('_', '-')}",
         ) from exc
     except ImportError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        first = first_line(exc)
         raise ConversionError(
             f"{name} is installed but failed to import: {first[:200]}",
             hint="check the environment (memory limits, mixed CUDA/CPU wheels)",

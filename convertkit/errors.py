@@ -54,3 +54,13 @@ class MissingDependencyError(ConvertkitError):
 _ERROR_TYPES: dict[str, type[ConvertkitError]] = {
     cls.__name__: cls for cls in (UsageError, ConversionError, MissingDependencyError)
 }
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error's message, cut at ``limit`` characters: the
+    line a one-line error quotes. An exception without a message gives its type name."""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line:
+            return line[:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else ""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.preflight import Preflight, Verdict
+from convertkit.options import ConvertOptions, options_from
 from convertkit.platforms import plan_target
-from convertkit.spec import InputSpec, SourceRef, TargetSpec, existing_file
+from convertkit.spec import SourceRef, TargetSpec, existing_file
 
 
 @dataclass(frozen=True)
@@ -38,26 +39,26 @@ class Inspection:
 
 def inspect_model(
     source: str,
+    options: ConvertOptions | None = None,
     *,
-    targets: Sequence[str] = (),
-    framework: str | None = None,
-    inputs: Sequence[str] = (),
-    weights: str | None = None,
-    opset: int | None = None,
     show_framework_output: bool = False,
+    **values: Any,
 ) -> Inspection:
     """Describe ``source`` and give every target's preflight verdict (every known target
-    when ``targets`` is empty). A non-ONNX source is lowered to ONNX first."""
-    from convertkit.pipeline import detect_framework, resolve_targets
-    from convertkit.registry import load_platforms
+    when ``options.targets`` is empty). A non-ONNX source is lowered to ONNX first.
+    ``options`` (or keyword arguments named after its fields) as for ``convert``, less
+    what only convert and check take."""
+    from convertkit.adapters import detect_framework
+    from convertkit.registry import load_platforms, resolve_targets
 
+    options = options_from(options, values, command="inspect")
     source_ref = SourceRef.parse(source)
     source_ref.validate()
-    specs = [InputSpec.parse(text) for text in inputs]
+    targets = options.targets
     every = [TargetSpec(p.family.value, None if p.name == p.family.value else p.name)
              for p in load_platforms().values()]
     requested = []
-    for target in [TargetSpec.parse(t) for t in targets] or every:
+    for target in targets or every:
         if target == TargetSpec("cpu"):  # convert picks among every CPU platform: show each
             requested += [t for t in every if t.family == "cpu"]
         else:
@@ -65,29 +66,31 @@ def inspect_model(
     platforms = resolve_targets(requested)
     if targets and TargetSpec("onnx") not in requested:
         platforms.pop(TargetSpec("onnx"))  # convert always builds it; inspect shows what's asked
-    framework = framework or detect_framework(source_ref)
+    existing_file(options.data, "--data")
+    existing_file(options.weights, "--weights")
+    framework = options.framework or detect_framework(source_ref)
     with tempfile.TemporaryDirectory(prefix="convertkit-inspect-") as scratch:
         if framework == "onnx":
             assert source_ref.path is not None
             model_path, label = source_ref.path, str(source_ref.path)
         else:
-            model_path = _lower(framework, source_ref, specs, weights, opset, Path(scratch),
+            model_path = _lower(framework, source_ref, options, Path(scratch),
                                 show_framework_output)
             label = f"{source} (lowered by the {framework} adapter)"
         model = load_model(model_path, load_external_data=False)
         info = describe(model)
-        verdicts = {str(target): plan_target(platform(), target, model, info, specs, opset)
+        verdicts = {str(target): plan_target(platform(), target, model, info, options.inputs,
+                                             options.opset)
                     for target, platform in platforms.items()}
     return Inspection(label, info, verdicts, tuple(verdicts) if targets else ("onnx",))
 
 
-def _lower(framework: str, source: SourceRef, specs: list[InputSpec], weights: str | None,
-           opset: int | None, scratch: Path, echo: bool) -> Path:
+def _lower(framework: str, source: SourceRef, options: ConvertOptions, scratch: Path,
+           echo: bool) -> Path:
     from convertkit.adapters import LowerRequest, lower
     from convertkit.ir.validate import validate_and_infer
 
-    weights_path = existing_file(weights, "--weights")
-    request = LowerRequest(source, tuple(specs), scratch / "work", None, weights_path, opset)
+    request = LowerRequest(source, options, scratch / "work")
     lowered = lower(framework, request, log_path=scratch / "export.log", echo=echo)
     validate_and_infer(lowered.onnx_path, scratch / "model.onnx")
     return scratch / "model.onnx"

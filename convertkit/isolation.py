@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from convertkit.config import child_environment
-from convertkit.errors import ConversionError, ConvertkitError
+from convertkit.errors import ConversionError, ConvertkitError, first_line
 
 
 def run_in_child(
@@ -154,16 +154,12 @@ def _child_main(function: str, payload_path: str, result_path: str) -> None:
         result = {"ok": False, "error": error.to_dict()}
     except Exception as exc:
         traceback.print_exc()
-        error = ConversionError(f"{type(exc).__name__}: {_first_line(exc)}")
+        error = ConversionError(f"{type(exc).__name__}: {first_line(exc)}")
         result = {"ok": False, "error": error.to_dict()}
     sys.stdout.flush()
     sys.stderr.flush()
     Path(result_path).write_text(json.dumps(result))
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else "(no message)"
 
 
 def main() -> None:

@@ -9,22 +9,23 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from convertkit import __version__
-from convertkit.adapters import Lowered, LowerRequest, lower
-from convertkit.check.budgets import (
+from convertkit.adapters import Lowered, LowerRequest, detect_framework, lower
+from convertkit.check_models import localize_failures
+from convertkit.checker.budgets import (
     CHECK_RULE,
     BudgetTable,
     budget_for,
     budget_table_dict,
     load_budget_file,
 )
-from convertkit.check.inputs import load_arrays
-from convertkit.check.metrics import OutputMetrics, compare_outputs
-from convertkit.comparison import localize_failures
+from convertkit.checker.inputs import load_arrays
+from convertkit.checker.metrics import OutputMetrics, compare_outputs
 from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.ir.hub import HubRecord, build_hub
@@ -32,11 +33,18 @@ from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
-from convertkit.platforms import BuildOptions, LayerAnalysis, Platform, plan_target
+from convertkit.options import ConvertOptions, options_from
+from convertkit.platforms import BuildOptions, Platform, Runner, choose_precision, plan_target
 from convertkit.platforms.ort_runner import OrtRunner
-from convertkit.registry import adapter_names, load_adapter, load_platforms, resolve_target
-from convertkit.report import ArtifactResult, Report, error_record
-from convertkit.reports import DEFAULT_REPORT_FORMATS, parse_report_formats, write_reports
+from convertkit.registry import (
+    AUTO_CPU_TARGET,
+    ONNX_TARGET,
+    load_adapter,
+    load_platforms,
+    resolve_targets,
+)
+from convertkit.reports import write_reports
+from convertkit.reports.record import ArtifactResult, Report, error_record
 from convertkit.selection import CandidateRecord, candidates, fastest_passing, median_latency_ms
 from convertkit.spec import (
     Family,
@@ -51,8 +59,6 @@ from convertkit.staging import check_output_folder, staged_folder
 
 log = logging.getLogger(__name__)
 
-ONNX_TARGET = TargetSpec("onnx")
-AUTO_CPU_TARGET = TargetSpec("cpu")  # no toolchain named: pick the fastest that passes
 HUB_MODEL = Path("onnx") / "model.onnx"
 LOG_FILE = Path("logs") / "export.log"
 WORK_DIR = Path(".work")  # scratch inside the staged output, removed before it lands
@@ -61,56 +67,39 @@ WORK_DIR = Path(".work")  # scratch inside the staged output, removed before it 
 def convert(
     source: str | SourceRef,
     out: str | Path,
+    options: ConvertOptions | None = None,
     *,
-    framework: str | None = None,
-    inputs: Sequence[str | InputSpec] = (),
-    targets: Sequence[str | TargetSpec] = (),
-    data: str | Path | None = None,
-    weights: str | Path | None = None,
-    opset: int | None = None,
-    signature: str | None = None,
-    output_names: Sequence[str] = (),
-    inputs_as_nchw: Sequence[str] = (),
-    trust_code: bool = False,
-    optimize: bool = True,
-    precision: str | Precision | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    budget_file: str | Path | None = None,
-    report_formats: str | Sequence[str] = DEFAULT_REPORT_FORMATS,
     force: bool = False,
     show_framework_output: bool = False,
     progress: Callable[[str], None] = lambda message: None,
+    **values: Any,
 ) -> Report:
-    """Convert ``source`` for ``targets`` into the folder ``out`` and check every artifact.
+    """Convert ``source`` into the folder ``out`` for every target ``options`` names, and
+    check every artifact against the source framework's own outputs.
 
+    ``options`` is a ConvertOptions; keyword arguments named after its fields build one
+    instead (``inputs=["x:1x3x224x224"], targets=["cpu"]``, values as the CLI takes them).
     Raises UsageError for bad arguments (nothing is written); every later failure is
     recorded in the returned report, which is also written to ``out/report.json``.
     """
+    options = options_from(options, values, command="convert")
     source_ref = source if isinstance(source, SourceRef) else SourceRef.parse(str(source))
     source_ref.validate()
-    input_specs = tuple(s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs)
-    platforms = resolve_targets(
-        [t if isinstance(t, TargetSpec) else TargetSpec.parse(t) for t in targets])
-    wanted_precision = _parse_precision(precision)
-    for target, platform in platforms.items():
-        if wanted_precision and target not in (ONNX_TARGET, AUTO_CPU_TARGET):
-            _options_for(platform(), target, BuildOptions(), wanted_precision)  # fail early
-    data_path = existing_file(data, "--data")
-    weights_path = existing_file(weights, "--weights")
-    budgets = load_budget_file(budget_file) if budget_file is not None else None
-    formats = parse_report_formats(report_formats)
+    platforms = resolve_targets(options.targets)
+    precisions = {target: choose_precision(platform(), target, None if target == ONNX_TARGET
+                                           else options.precision)
+                  for target, platform in platforms.items() if target != AUTO_CPU_TARGET}
+    data_path = existing_file(options.data, "--data")
+    weights_path = existing_file(options.weights, "--weights")
+    budgets = load_budget_file(options.budget_file) if options.budget_file is not None else None
     out_path = Path(out)
     check_output_folder(out_path, force, [source_ref.path, data_path, weights_path])
-    framework = framework or detect_framework(source_ref)
+    framework = options.framework or detect_framework(source_ref)
     load_adapter(framework)  # an unknown -f fails here, before any work
 
     with staged_folder(out_path) as staging:
         work = staging / WORK_DIR
-        request = LowerRequest(source_ref, input_specs, staging / "check", data_path,
-                               weights_path, opset, signature=signature,
-                               output_names=_names(output_names),
-                               inputs_as_nchw=_names(inputs_as_nchw), trust_code=trust_code)
+        request = LowerRequest(source_ref, options, staging / "check")
         source_record = {"text": source_ref.text, "framework": framework}
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
@@ -121,13 +110,14 @@ def convert(
             exported = work / "exported.onnx"
             validate_and_infer(lowered.onnx_path, exported, link=True)
             _remove_model(lowered.onnx_path)
-            hub = build_hub(exported, staging / HUB_MODEL, opset=opset, optimize_graph=optimize)
+            hub = build_hub(exported, staging / HUB_MODEL, opset=options.opset,
+                            optimize_graph=options.optimize)
         except UsageError:
             raise
         except ConvertkitError as error:
             shutil.rmtree(work, ignore_errors=True)
             report = Report(source_record, error=error_record(error), version=__version__)
-            write_reports(report, staging, formats)
+            write_reports(report, staging, options.report_formats)
             return report
 
         hub_model = load_model(staging / HUB_MODEL, load_external_data=False)
@@ -136,19 +126,20 @@ def convert(
         feeds = load_arrays(lowered.feeds_path)
         reference = load_arrays(lowered.reference_path)
         context = _CheckContext(
-            staging, hub_model, hub_info, lowered.inputs, feeds, reference, atol, rtol,
-            budgets, BuildOptions(wanted_precision, lowered.feeds_path, data_path is not None))
+            staging, hub_model, hub_info, lowered.inputs, feeds, reference, options.atol,
+            options.rtol, budgets, BuildOptions(None, lowered.feeds_path, data_path is not None))
         results = []
         for target, platform_class in platforms.items():
             progress(f"building {target}")
             if target == AUTO_CPU_TARGET:
-                result = _select_cpu(context, wanted_precision, progress)
+                result = _select_cpu(context, options.precision, progress)
             else:
-                result = _build_and_check(context, platform_class(), target)
+                result = _build_and_check(context, platform_class(), target, precisions[target])
             if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
                 result = _blame_optimization(result, exported, feeds, reference)
             results.append(_as_seen_from(result, staging, out_path))
-        results = localize_failures(results, staging, HUB_MODEL, feeds, out_path)
+        if options.localize:
+            results = localize_failures(results, staging, HUB_MODEL, feeds, out_path)
         shutil.rmtree(work, ignore_errors=True)
         report = Report(
             source=source_record,
@@ -159,47 +150,13 @@ def convert(
                 "reference": str(lowered.reference_path.relative_to(staging)),
                 "rule": CHECK_RULE,
                 "budgets": budget_table_dict(budgets),
-                "budget_file": str(budget_file) if budget_file is not None else None,
+                "budget_file": str(options.budget_file) if options.budget_file else None,
             },
             artifacts=tuple(results),
             version=__version__,
         )
-        write_reports(report, staging, formats)
+        write_reports(report, staging, options.report_formats)
     return report
-
-
-def detect_framework(source: SourceRef) -> str:
-    """The one framework whose adapter recognises ``source``, judged without importing any."""
-    matches = [name for name in adapter_names() if load_adapter(name).detect(source)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UsageError(
-            f"cannot tell which framework {source.text} belongs to",
-            hint=f"pass -f with one of: {', '.join(adapter_names())}",
-            code="unknown-framework",
-        )
-    raise UsageError(
-        f"{source.text} could be {' or '.join(matches)}",
-        hint=f"pass -f {matches[0]} (or another of: {', '.join(matches)})",
-        code="ambiguous-framework",
-    )
-
-
-def resolve_targets(targets: Sequence[TargetSpec]) -> dict[TargetSpec, type[Platform]]:
-    """`onnx` first, then each target under its full name (`gpu` becomes `gpu:fp16`; `cpu`
-    stays: it picks among every CPU platform), duplicates dropped. Unknown targets raise a
-    UsageError."""
-    resolved: dict[TargetSpec, type[Platform]] = {}
-    for target in [ONNX_TARGET, *targets]:
-        platform = resolve_target(target)
-        if target == AUTO_CPU_TARGET:
-            resolved.setdefault(target, platform)  # every CPU platform competes (selection.py)
-            continue
-        if platform.name != target.family:
-            target = TargetSpec(target.family, platform.name, target.device)
-        resolved.setdefault(target, platform)
-    return resolved
 
 
 @dataclass(frozen=True)
@@ -219,7 +176,7 @@ class _CheckContext:
 
 
 def _build_and_check(context: _CheckContext, platform: Platform, target: TargetSpec,
-                     out_dir: Path | None = None, precision: Precision | None = None,
+                     precision: Precision, out_dir: Path | None = None,
                      measure_latency: bool = False) -> ArtifactResult:
     staging = context.staging
     if out_dir is None:
@@ -234,7 +191,7 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
                 hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
                 code="preflight-rejected",
             )
-        options = _options_for(platform, target, context.options, precision)
+        options = replace(context.options, precision=precision)
         model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
                              out_dir / "prepared.onnx")
         artifact = platform.build(model_path, target, out_dir, options)
@@ -261,7 +218,7 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
             verdict = _verdict(metrics)
             if measure_latency and verdict == Status.PASS:
                 latency_ms = median_latency_ms(lambda: runner.run(context.feeds))
-            if verdict == Status.FAIL and hasattr(runner, "layer_analysis"):
+            if verdict == Status.FAIL:
                 layers = _layer_analysis(runner, context.feeds)
         return ArtifactResult(str(target), verdict, relative,
                               artifact.precision.value, budget, metrics, notes,
@@ -282,7 +239,7 @@ def _as_seen_from(result: ArtifactResult, staging: Path, out: Path) -> ArtifactR
     return replace(result, error=error)
 
 
-def _layer_analysis(runner: LayerAnalysis, feeds: Mapping[str, np.ndarray]) -> list[dict]:
+def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dict]:
     """The toolkit's per-layer analysis of a failed artifact; its own failure only costs
     the analysis (logged), never the result."""
     try:
@@ -290,24 +247,6 @@ def _layer_analysis(runner: LayerAnalysis, feeds: Mapping[str, np.ndarray]) -> l
     except ConvertkitError:
         log.warning("the per-layer analysis failed", exc_info=is_debug())
         return []
-
-
-def _options_for(platform: Platform, target: TargetSpec, options: BuildOptions,
-                 precision: Precision | None) -> BuildOptions:
-    """The build options with the precision this build makes: the one asked of it, else
-    --precision, else the platform's default (for its device, where a platform has
-    ``default_precision(target)``: an int8-only chip). The onnx target is always fp32."""
-    wanted = precision or options.precision
-    if target == ONNX_TARGET or wanted is None:
-        chosen = getattr(platform, "default_precision", None)
-        return replace(options, precision=chosen(target) if chosen else platform.precisions[0])
-    if wanted not in platform.precisions:
-        raise UsageError(
-            f"{target} does not build {wanted.value}",
-            hint=f"it builds {', '.join(p.value for p in platform.precisions)}; "
-            "drop --precision or choose another target",
-            code="precision-unsupported")
-    return replace(options, precision=wanted)
 
 
 def _select_cpu(context: _CheckContext, precision: Precision | None,
@@ -324,7 +263,7 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
     for candidate in found:
         progress(f"building cpu candidate {candidate.target} {candidate.precision.value}")
         result = _build_and_check(context, candidate.platform(), candidate.target,
-                                  context.staging / candidate.folder, candidate.precision,
+                                  candidate.precision, context.staging / candidate.folder,
                                   measure_latency=True)
         results.append(result)
         worst = max((m for m in result.outputs if m.max_abs is not None),
@@ -387,22 +326,6 @@ def _input_record(spec: InputSpec, lowered: Lowered) -> dict:
     if spec.name in lowered.nchw_inputs:  # --inputs-as-nchw: say which layout each side saw
         record.update(layout="NCHW", source_layout="NHWC")
     return record
-
-
-def _names(values: Sequence[str]) -> tuple[str, ...]:
-    """Repeated and comma-separated names (--output a,b --output c), in order."""
-    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
-
-
-def _parse_precision(precision: str | Precision | None) -> Precision | None:
-    if precision is None or isinstance(precision, Precision):
-        return precision
-    try:
-        return Precision(precision.lower())
-    except ValueError:
-        raise UsageError(f"unknown precision {precision!r}",
-                         hint=f"use one of: {', '.join(p.value for p in Precision)}",
-                         code="bad-precision") from None
 
 
 def _remove_model(path: Path) -> None:

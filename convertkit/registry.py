@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 ADAPTER_GROUP = "convertkit.adapters"
 PLATFORM_GROUP = "convertkit.platforms"
+ONNX_TARGET = TargetSpec("onnx")  # always built
+AUTO_CPU_TARGET = TargetSpec("cpu")  # no toolchain named: pick the fastest that passes
 
 
 @functools.cache
@@ -88,6 +91,22 @@ def resolve_target(target: TargetSpec) -> type[Platform]:
             code="unknown-target",
         )
     return matches[0]
+
+
+def resolve_targets(targets: Sequence[TargetSpec]) -> dict[TargetSpec, type[Platform]]:
+    """`onnx` first, then each target under its full name (`gpu` becomes `gpu:fp16`; `cpu`
+    stays: it picks among every CPU platform), duplicates dropped. Unknown targets raise a
+    UsageError."""
+    resolved: dict[TargetSpec, type[Platform]] = {}
+    for target in [ONNX_TARGET, *targets]:
+        platform = resolve_target(target)
+        if target == AUTO_CPU_TARGET:
+            resolved.setdefault(target, platform)  # every CPU platform competes (selection.py)
+            continue
+        if platform.name != target.family:
+            target = TargetSpec(target.family, platform.name, target.device)
+        resolved.setdefault(target, platform)
+    return resolved
 
 
 def _did_you_mean(name: str, known) -> str:

@@ -44,8 +44,8 @@ def candidates(platforms: Iterable[type[Platform]], family: Family,
     for platform in platforms:
         if platform.family != family or not platform.is_available():
             continue
-        found += [Candidate(platform, p) for p in platform.precisions
-                  if precision is None or p == precision]
+        builds = platform().precisions_for(TargetSpec(family.value, platform.name)).builds
+        found += [Candidate(platform, p) for p in builds if precision is None or p == precision]
     return found
 
 

@@ -7,20 +7,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from convertkit.errors import UsageError
 
 # Dynamic (named) dimensions are fed with this size for export examples and the check.
 # Not 1: torch.export specialises dimensions of size 0 and 1 to constants.
 DYNAMIC_DIM_CHECK_SIZE = 2
 
-DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(name)
-    for name in (
-        "float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool",
-    )
-}
+# Element types an input may have, by numpy's name (spec.py imports no numpy: the CLI
+# parses options before anything heavy is loaded).
+DTYPES: tuple[str, ...] = ("float32", "float16", "float64", "int64", "int32", "int16", "int8",
+                           "uint8", "bool")
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32",
                   "double": "float64", "long": "int64", "int": "int32"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -53,7 +49,8 @@ class Precision(enum.StrEnum):
     INT8 = "int8"
 
 
-def parse_dtype(text: str) -> np.dtype:
+def parse_dtype(text: str) -> str:
+    """numpy's name of the dtype ``text`` names (float32, fp16, long, ...)."""
     name = _DTYPE_ALIASES.get(text.lower(), text.lower())
     if name not in DTYPES:
         raise UsageError(
@@ -61,7 +58,7 @@ def parse_dtype(text: str) -> np.dtype:
             hint=f"use one of: {', '.join(DTYPES)}",
             code="bad-input-spec",
         )
-    return DTYPES[name]
+    return name
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class InputSpec:
         if len(parts) not in (2, 3) or not parts[0]:
             raise UsageError(f"cannot read input spec {text!r}", hint=usage, code="bad-input-spec")
         name, dims_text = parts[0], parts[1]
-        dtype = parse_dtype(parts[2]).name if len(parts) == 3 else "float32"
+        dtype = parse_dtype(parts[2]) if len(parts) == 3 else "float32"
         if dims_text in ("", "scalar"):
             tokens = []
         elif "," in dims_text:

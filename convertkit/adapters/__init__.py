@@ -14,8 +14,9 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from convertkit.check.inputs import DEFAULT_SEED, generate_feeds, read_data, select_data
+from convertkit.checker.inputs import DEFAULT_SEED, generate_feeds, read_data, select_data
 from convertkit.isolation import run_in_child
+from convertkit.options import ConvertOptions, source_specific_options
 from convertkit.spec import InputSpec, SourceRef
 
 
@@ -24,17 +25,9 @@ class LowerRequest:
     """Everything an adapter needs, as plain data (it crosses a process boundary)."""
 
     source: SourceRef
-    inputs: tuple[InputSpec, ...]  # from -i; empty when the user gave none
+    options: ConvertOptions  # the source options (inputs, weights, opset, ...) and --data
     work_dir: Path  # the adapter writes only here
-    data_path: Path | None = None
-    weights_path: Path | None = None
-    opset: int | None = None
     seed: int = DEFAULT_SEED
-    # Options only some adapters take (see ``Adapter.options``); the others refuse them.
-    signature: str | None = None  # --signature: a SavedModel/TFLite signature or method
-    output_names: tuple[str, ...] = ()  # --output: output tensors of a frozen GraphDef
-    inputs_as_nchw: tuple[str, ...] = ()  # --inputs-as-nchw: NHWC inputs made NCHW in ONNX
-    trust_code: bool = False  # --trust-code: let a model file deserialise Python code
 
     @property
     def export_path(self) -> Path:
@@ -49,29 +42,14 @@ class LowerRequest:
         return self.work_dir / "reference.npz"
 
     def to_dict(self) -> dict:
-        return {
-            "source": self.source.to_dict(), "inputs": [s.to_dict() for s in self.inputs],
-            "work_dir": str(self.work_dir),
-            "data_path": str(self.data_path) if self.data_path else None,
-            "weights_path": str(self.weights_path) if self.weights_path else None,
-            "opset": self.opset, "seed": self.seed, "signature": self.signature,
-            "output_names": list(self.output_names),
-            "inputs_as_nchw": list(self.inputs_as_nchw), "trust_code": self.trust_code,
-        }
+        return {"source": self.source.to_dict(), "options": self.options.to_dict(),
+                "work_dir": str(self.work_dir), "seed": self.seed}
 
     @staticmethod
     def from_dict(data: dict) -> LowerRequest:
-        return LowerRequest(
-            source=SourceRef.from_dict(data["source"]),
-            inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
-            work_dir=Path(data["work_dir"]),
-            data_path=Path(data["data_path"]) if data["data_path"] else None,
-            weights_path=Path(data["weights_path"]) if data["weights_path"] else None,
-            opset=data["opset"], seed=data["seed"], signature=data.get("signature"),
-            output_names=tuple(data.get("output_names", ())),
-            inputs_as_nchw=tuple(data.get("inputs_as_nchw", ())),
-            trust_code=bool(data.get("trust_code", False)),
-        )
+        return LowerRequest(SourceRef.from_dict(data["source"]),
+                            ConvertOptions.from_dict(data["options"]), Path(data["work_dir"]),
+                            data["seed"])
 
 
 @dataclass(frozen=True)
@@ -111,17 +89,13 @@ class Lowered:
         )
 
 
-# LowerRequest fields that only some adapters take, and the CLI flag that sets each. An
-# adapter lists those it takes in ``options``; a request that sets any other is refused.
-ADAPTER_OPTIONS: dict[str, str] = {
-    "signature": "--signature", "output_names": "--output",
-    "inputs_as_nchw": "--inputs-as-nchw", "trust_code": "--trust-code",
-}
-
-
 class Adapter(Protocol):
+    """Concrete adapters subclass this protocol and so inherit its defaults."""
+
     name: ClassVar[str]
-    options: ClassVar[frozenset[str]]  # which of ADAPTER_OPTIONS it takes (may be absent)
+    # The source-specific options it takes (ConvertOptions fields whose flag says
+    # ``source_specific``); a request that sets another is refused, exit 2.
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def detect(self, source: SourceRef) -> bool:
         """Whether ``source`` is this framework's, judged from file names and contents
@@ -147,21 +121,42 @@ def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool =
     return Lowered.from_dict(result)
 
 
+def detect_framework(source: SourceRef) -> str:
+    """The one framework whose adapter recognises ``source``, judged without importing any."""
+    from convertkit.errors import UsageError
+    from convertkit.registry import adapter_names, load_adapter
+
+    matches = [name for name in adapter_names() if load_adapter(name).detect(source)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(
+            f"cannot tell which framework {source.text} belongs to",
+            hint=f"pass -f with one of: {', '.join(adapter_names())}",
+            code="unknown-framework",
+        )
+    raise UsageError(
+        f"{source.text} could be {' or '.join(matches)}",
+        hint=f"pass -f {matches[0]} (or another of: {', '.join(matches)})",
+        code="ambiguous-framework",
+    )
+
+
 def check_adapter_options(framework: str, request: LowerRequest) -> None:
     """Refuse options the framework's adapter does not take, rather than ignore them."""
     from convertkit.errors import UsageError
     from convertkit.registry import adapter_names, load_adapter
 
-    accepted = getattr(load_adapter(framework), "options", frozenset())
-    for option, flag in ADAPTER_OPTIONS.items():
-        if getattr(request, option) and option not in accepted:
+    accepted = load_adapter(framework).options
+    for option, flag in source_specific_options().items():
+        if getattr(request.options, option) and option not in accepted:
             takers = []
             for name in adapter_names():
                 try:
                     other = load_adapter(name)
                 except Exception:  # a broken third-party adapter must not hide this error
                     continue
-                if option in getattr(other, "options", frozenset()):
+                if option in other.options:
                     takers.append(name)
             raise UsageError(
                 f"{flag} does not apply to {framework} sources",
@@ -183,8 +178,8 @@ def make_check_feeds(request: LowerRequest, specs: Sequence[InputSpec],
                      onnx_path: Path | None) -> dict[str, np.ndarray]:
     """The run's one set of check inputs: ``--data`` if given, else seeded random values
     (token ids kept inside the embedding tables of the exported graph)."""
-    if request.data_path is not None:
-        return select_data(read_data(request.data_path), specs)
+    if request.options.data is not None:
+        return select_data(read_data(request.options.data), specs)
     model = None
     if onnx_path is not None:
         from convertkit.ir.io import load_model
@@ -198,12 +193,12 @@ def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, mode
     """The inputs of a model that does not record them (a PyTorch module, a MindSpore
     Cell): ``-i``, else the arrays of ``--data``; each named after a parameter of its
     ``method`` (``parameters``, when known)."""
-    from convertkit.check.inputs import specs_from_data
+    from convertkit.checker.inputs import specs_from_data
     from convertkit.errors import UsageError
 
-    specs = list(request.inputs)
-    if not specs and request.data_path is not None:
-        specs = specs_from_data(read_data(request.data_path))
+    specs = list(request.options.inputs)
+    if not specs and request.options.data is not None:
+        specs = specs_from_data(read_data(request.options.data))
     if not specs:
         raise UsageError(
             f"{model} does not record its input shapes",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from convertkit.adapters import (
+    Adapter,
     Lowered,
     LowerRequest,
     make_check_feeds,
@@ -42,10 +43,11 @@ from convertkit.adapters.mindspore_repair import (
     repair_onnx,
     unsupported_primitive,
 )
+from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
 from convertkit.adapters.python_source import load_python_object, source_mentions
-from convertkit.check.inputs import save_arrays
+from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError, UsageError
+from convertkit.errors import ConversionError, UsageError, first_line
 from convertkit.spec import InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ class _LoadedModel:
     mindir_path: Path | None = None
 
 
-class MindSporeAdapter:
+class MindSporeAdapter(Adapter):
     name: ClassVar[str] = "mindspore"
     options: ClassVar[frozenset[str]] = frozenset()  # none of the TensorFlow-only options
 
@@ -103,7 +105,7 @@ class MindSporeAdapter:
         example = make_check_feeds(request, static, None)
         first = _run(loaded, example, static, ms)
         output_names = _output_names(first)
-        first_arrays = [_to_numpy(value) for value in _flatten(first)]
+        first_arrays = [to_numpy(value) for value in _flatten(first)]
 
         exporter, notes = _export(loaded, example, static, output_names, request, ms)
         # The exported graph can narrow integer inputs to its embedding tables; float
@@ -111,7 +113,7 @@ class MindSporeAdapter:
         feeds = make_check_feeds(request, static, request.export_path)
         same = all(np.array_equal(feeds[name], example[name]) for name in feeds)
         outputs = first_arrays if same else [
-            _to_numpy(value) for value in _flatten(_run(loaded, feeds, static, ms))]
+            to_numpy(value) for value in _flatten(_run(loaded, feeds, static, ms))]
         reference = dict(zip(output_names, outputs, strict=True))
         save_arrays(request.feeds_path, feeds)
         save_arrays(request.reference_path, reference)
@@ -137,9 +139,10 @@ def _work_in_scratch_folder(request: LowerRequest) -> LowerRequest:
     def absolute(path: Path | None) -> Path | None:
         return path.resolve() if path is not None else None
 
-    request = replace(request, source=source, work_dir=request.work_dir.resolve(),
-                      data_path=absolute(request.data_path),
-                      weights_path=absolute(request.weights_path))
+    options = replace(request.options, data=absolute(request.options.data),
+                      weights=absolute(request.options.weights))
+    request = replace(request, source=source, options=options,
+                      work_dir=request.work_dir.resolve())
     os.chdir(request.work_dir)
     return request
 
@@ -173,8 +176,8 @@ def _load(request: LowerRequest, ms) -> _LoadedModel:
         ms.set_context(mode=ms.PYNATIVE_MODE)
         net = _cell_from_python(source, ms)
         notes = []
-        if request.weights_path is not None:
-            notes += _load_weights(net, request.weights_path, ms)
+        if request.options.weights is not None:
+            notes += _load_weights(net, request.options.weights, ms)
         net.set_train(False)
         return _LoadedModel(net, "cell", _construct_parameters(net), [], notes)
     assert source.path is not None
@@ -184,7 +187,7 @@ def _load(request: LowerRequest, ms) -> _LoadedModel:
             f"{path.name} is a MindSpore checkpoint: it holds weights, not the network",
             hint=f"pass the Cell's code as FILE.py:NAME (or module:NAME) with --weights "
             f"{path}", code="weights-only")
-    if request.weights_path is not None:
+    if request.options.weights is not None:
         raise UsageError(
             "--weights applies to FILE.py:NAME and module:NAME sources only",
             hint=f"{path.name} already holds its weights; drop --weights",
@@ -327,8 +330,8 @@ def _construct_parameters(net) -> list[str]:
 
 def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]:
     if loaded.declared:
-        specs = merge_specs(loaded.declared, request.inputs, "the MindIR")
-        unknown = [s for s in specs if s.is_dynamic and s not in request.inputs]
+        specs = merge_specs(loaded.declared, request.options.inputs, "the MindIR")
+        unknown = [s for s in specs if s.is_dynamic and s not in request.options.inputs]
         if unknown:
             raise UsageError(
                 f"the MindIR leaves dims of input(s) {', '.join(s.name for s in unknown)} "
@@ -395,17 +398,10 @@ def _run(loaded: _LoadedModel, feeds: dict[str, np.ndarray], specs: list[InputSp
         ) from exc
 
 
-def _leaves(value: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+def _leaves(outputs: Any) -> list[tuple[tuple[str, ...], Any]]:
     import mindspore as ms
 
-    if isinstance(value, ms.Tensor):
-        return [(path, value)]
-    if isinstance(value, (tuple, list)):
-        return [leaf for index, item in enumerate(value)
-                for leaf in _leaves(item, (*path, str(index)))]
-    if isinstance(value, dict):
-        return [leaf for key, item in value.items() for leaf in _leaves(item, (*path, str(key)))]
-    return []
+    return tensor_leaves(outputs, lambda value: isinstance(value, ms.Tensor))
 
 
 def _flatten(outputs: Any) -> list:
@@ -417,8 +413,7 @@ def _output_names(outputs: Any) -> list[str]:
     ``output_`` in front of a leading number: ``output_0``, ``output_1.0``."""
     names = []
     for path, _ in _leaves(outputs):
-        name = ".".join(path) or "output"
-        names.append(f"output_{name}" if name[0].isdigit() else name)
+        names.append(output_name(path))
     if not names:
         raise ConversionError(
             f"the model returned a {type(outputs).__name__}, not tensors",
@@ -426,13 +421,6 @@ def _output_names(outputs: Any) -> list[str]:
             code="output-mismatch")
     return names
 
-
-def _to_numpy(value) -> np.ndarray:
-    import mindspore as ms
-
-    if value.dtype == ms.bfloat16:
-        value = value.astype(ms.float32)
-    return value.asnumpy()
 
 
 # --- exporting ---------------------------------------------------------------------------
@@ -550,14 +538,13 @@ def _export_failure(exc: BaseException, primitive: str | None, loaded: _LoadedMo
 # --- small helpers -----------------------------------------------------------------------
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of an error, without MindSpore's C++ call stack sections."""
+    """The first line of an error, read before MindSpore's C++ call stack sections."""
+    lines = []
     for line in str(exc).splitlines():
-        line = line.strip()
-        if _STACK_START.match(line):
+        if _STACK_START.match(line.strip()):
             break
-        if line:
-            return line[:240]
-    return type(exc).__name__
+        lines.append(line)
+    return first_line("\n".join(lines), limit=240) or type(exc).__name__
 
 
 def _few(names: list[str], limit: int = 4) -> str:

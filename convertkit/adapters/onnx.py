@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from convertkit.adapters import Lowered, LowerRequest, make_check_feeds, merge_specs
-from convertkit.check.inputs import save_arrays
+from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds, merge_specs
+from convertkit.checker.inputs import save_arrays
 from convertkit.errors import ConversionError, UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model, save_model
@@ -13,7 +13,7 @@ from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.spec import SourceRef
 
 
-class OnnxAdapter:
+class OnnxAdapter(Adapter):
     name: ClassVar[str] = "onnx"
 
     def detect(self, source: SourceRef) -> bool:
@@ -25,7 +25,7 @@ class OnnxAdapter:
         model = load_model(request.source.path, load_external_data=False)
         save_model(model, request.export_path, external_from=request.source.path.parent)
         info = describe(model)
-        specs = merge_specs(info.input_specs(), request.inputs, "the ONNX model")
+        specs = merge_specs(info.input_specs(), request.options.inputs, "the ONNX model")
         feeds = make_check_feeds(request, specs, request.export_path)
 
         # The reference is the source model as written, with no graph optimisation.
@@ -33,7 +33,7 @@ class OnnxAdapter:
         try:
             reference = run_session(session, feeds)
         except ConversionError as exc:
-            if request.inputs or request.data_path:
+            if request.options.inputs or request.options.data:
                 given = ", ".join(f"{n}:{'x'.join(map(str, a.shape))}:{a.dtype}"
                                   for n, a in feeds.items())
                 raise UsageError(f"the model rejects inputs {given}: {exc.message}",

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convertkit.adapters import Lowered, LowerRequest, make_check_feeds, merge_specs
+from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds, merge_specs
 from convertkit.adapters.python_source import load_python_object, source_mentions
-from convertkit.check.inputs import save_arrays
+from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, MissingDependencyError, UsageError
 from convertkit.spec import InputSpec, SourceRef
@@ -123,7 +123,7 @@ class ProgramInfo:
     has_parameter_shapes: bool = True
 
 
-class PaddleAdapter:
+class PaddleAdapter(Adapter):
     name: ClassVar[str] = "paddle"
     options: ClassVar[frozenset[str]] = frozenset()  # none of the TensorFlow-only options
 
@@ -553,8 +553,8 @@ def _rename_values(graph, mapping: dict[str, str]) -> None:
 
 def _lower_layer(request: LowerRequest, paddle, scratch: Path) -> Lowered:
     layer = _layer_from_python(request.source, paddle)
-    if request.weights_path is not None:
-        _load_weights(layer, request.weights_path, paddle)
+    if request.options.weights is not None:
+        _load_weights(layer, request.options.weights, paddle)
     layer.eval()
     parameters, flexible = _forward_parameters(layer)
     specs = _layer_specs(layer, request, parameters, flexible)
@@ -671,17 +671,17 @@ def _required_parameters(layer) -> list[str]:
 
 def _layer_specs(layer, request: LowerRequest, parameters: list[str],
                  flexible: bool) -> list[InputSpec]:
-    from convertkit.check.inputs import read_data, specs_from_data
+    from convertkit.checker.inputs import read_data, specs_from_data
 
     declared = _decorated_specs(layer)
-    if declared and request.inputs:
-        specs = merge_specs(declared, request.inputs, "forward's to_static input_spec")
+    if declared and request.options.inputs:
+        specs = merge_specs(declared, request.options.inputs, "forward's to_static input_spec")
     elif declared:
         specs = declared
     else:
-        specs = list(request.inputs)
-        if not specs and request.data_path is not None:
-            specs = specs_from_data(read_data(request.data_path))
+        specs = list(request.options.inputs)
+        if not specs and request.options.data is not None:
+            specs = specs_from_data(read_data(request.options.data))
     shown = f"forward({', '.join(parameters)})" if parameters else "forward"
     if not specs:
         raise UsageError(
@@ -856,7 +856,7 @@ def _forward_with_self(layer, names: list[str], paddle):
 def _lower_inference_model(request: LowerRequest, paddle, scratch: Path) -> Lowered:
     source = request.source
     assert source.path is not None
-    if request.weights_path is not None:
+    if request.options.weights is not None:
         raise UsageError(
             "--weights applies to FILE.py:NAME and module:NAME sources only",
             hint="an inference model's weights are its .pdiparams file; drop --weights",
@@ -865,7 +865,7 @@ def _lower_inference_model(request: LowerRequest, paddle, scratch: Path) -> Lowe
     program = (_read_legacy_program(model.model_path) if model.is_legacy
                else read_pir_program(model.model_path))
     _check_params(model, program)
-    specs = merge_specs(input_specs_from(program.inputs), request.inputs,
+    specs = merge_specs(input_specs_from(program.inputs), request.options.inputs,
                         f"the Paddle model {model.model_path.name}")
     if not specs:
         raise UsageError(f"{model.model_path.name} declares no inputs (no feed/data ops)",
@@ -1025,7 +1025,7 @@ def _export(model: InferenceModel, program: ProgramInfo, specs: Sequence[InputSp
             "convertkit.adapters.paddle:export_in_child",
             {"model": str(model.model_path),
              "params": str(model.params_path) if model.params_path else "",
-             "opset": request.opset or DEFAULT_OPSET, "out": str(raw)},
+             "opset": request.options.opset or DEFAULT_OPSET, "out": str(raw)},
             what="paddle2onnx", log_path=log, echo=True)
     except MissingDependencyError:
         raise

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from convertkit.errors import UsageError
+from convertkit.errors import UsageError, first_line
 from convertkit.spec import SourceRef
 
 
@@ -96,7 +96,7 @@ def _import_file(path: Path):
 
 
 def _import_failed(where: str, exc: Exception) -> UsageError:
-    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    first = first_line(exc)
     return UsageError(
         f"importing {where} failed: {type(exc).__name__}: {first[:200]}",
         hint="fix the error in the model's source file (rerun with --debug for the traceback)",

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from convertkit.adapters import Lowered, LowerRequest, make_check_feeds
+from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds
+from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.python_source import load_python_object, source_mentions
-from convertkit.check.inputs import save_arrays
+from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError, UsageError
+from convertkit.errors import ConversionError, UsageError, first_line
 from convertkit.spec import InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class _LoadedModel:
             return self.module(*feeds.values())
 
 
-class PyTorchAdapter:
+class PyTorchAdapter(Adapter):
     name: ClassVar[str] = "pytorch"
 
     def detect(self, source: SourceRef) -> bool:
@@ -70,7 +71,7 @@ class PyTorchAdapter:
         exporter, notes = _export(loaded, example, specs, output_names, request, torch)
         feeds = make_check_feeds(request, specs, request.export_path)
         outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
-        reference = {name: _to_numpy(value) for name, value in zip(output_names, outputs,
+        reference = {name: to_numpy(value) for name, value in zip(output_names, outputs,
                                                                    strict=True)}
         save_arrays(request.feeds_path, feeds)
         save_arrays(request.reference_path, reference)
@@ -91,12 +92,12 @@ def _load(request: LowerRequest, torch) -> _LoadedModel:
     source = request.source
     if source.is_python_object:
         module = _module_from_python(source, torch)
-        if request.weights_path is not None:
-            _load_weights(module, request.weights_path, torch)
+        if request.options.weights is not None:
+            _load_weights(module, request.options.weights, torch)
         module.eval()
         return _LoadedModel(module, "module", _forward_parameters(module), [])
     assert source.path is not None
-    if request.weights_path is not None:
+    if request.options.weights is not None:
         raise UsageError(
             "--weights applies to FILE.py:NAME and module:NAME sources only",
             hint=f"{source.path.name} already holds its weights; drop --weights",
@@ -121,7 +122,7 @@ def _module_from_python(source: SourceRef, torch):
         module = obj()
     except Exception as exc:
         raise UsageError(
-            f"{source.text}() raised {type(exc).__name__}: {_first_line(exc)}",
+            f"{source.text}() raised {type(exc).__name__}: {first_line(exc)}",
             hint="the factory must build the model with no arguments",
             code="factory-failed",
         ) from exc
@@ -139,7 +140,7 @@ def _load_weights(module, path: Path, torch) -> None:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(
-            f"cannot load --weights {path}: {_first_line(exc)}",
+            f"cannot load --weights {path}: {first_line(exc)}",
             hint="pass a state_dict saved with torch.save(model.state_dict(), FILE); "
             "files holding pickled objects beyond tensors are refused (weights_only=True)",
             code="bad-weights",
@@ -176,7 +177,7 @@ def _load_torchscript(path: Path, torch) -> _LoadedModel:
                 "or save it with torch.jit.save / torch.export.save",
                 code="not-torchscript",
             ) from exc
-        raise UsageError(f"cannot read TorchScript file {path}: {_first_line(exc)}",
+        raise UsageError(f"cannot read TorchScript file {path}: {first_line(exc)}",
                          hint="pass a file written by torch.jit.save", code="bad-torchscript",
                          ) from exc
     module.eval()
@@ -201,7 +202,7 @@ def _load_exported_program(path: Path, torch) -> _LoadedModel:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise UsageError(f"cannot read ExportedProgram {path}: {_first_line(exc)}",
+        raise UsageError(f"cannot read ExportedProgram {path}: {first_line(exc)}",
                          hint="pass a file written by torch.export.save", code="bad-pt2",
                          ) from exc
     declared = []
@@ -230,7 +231,7 @@ def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]
     from convertkit.adapters import merge_specs, specs_from_request
 
     if loaded.declared:
-        return merge_specs(loaded.declared, request.inputs, "the ExportedProgram")
+        return merge_specs(loaded.declared, request.options.inputs, "the ExportedProgram")
     return specs_from_request(request, loaded.parameter_names, model="a PyTorch model",
                               method="forward")
 
@@ -247,13 +248,13 @@ def _run(loaded: _LoadedModel, feeds: dict, specs: list[InputSpec], request: Low
     except Exception as exc:
         if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
             raise ConversionError(
-                f"out of memory running the model: {_first_line(exc)}",
+                f"out of memory running the model: {first_line(exc)}",
                 hint="give the process more memory, or declare smaller inputs with -i",
                 code="out-of-memory",
             ) from exc
         shapes = ", ".join(str(s) for s in specs)
         raise UsageError(
-            f"the model rejects inputs {shapes}: {type(exc).__name__}: {_first_line(exc)}",
+            f"the model rejects inputs {shapes}: {type(exc).__name__}: {first_line(exc)}",
             hint="fix the shapes and dtypes given with -i (or the arrays in --data)",
             code="shape-rejected",
         ) from exc
@@ -286,17 +287,9 @@ def _output_names(outputs) -> list[str]:
                 parts.append(key.name)
             else:
                 parts.append(str(key))
-        name = ".".join(parts) or "output"
-        names.append(f"output_{name}" if name[0].isdigit() else name)
+        names.append(output_name(parts))
     return names
 
-
-def _to_numpy(value) -> np.ndarray:
-    import torch
-
-    if value.dtype == torch.bfloat16:
-        value = value.float()
-    return value.detach().cpu().numpy()
 
 
 # --- exporting ---------------------------------------------------------------------------
@@ -320,12 +313,12 @@ def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
             continue
         _check_output_count(request.export_path, output_names, label)
         written = _written_opset(request.export_path)
-        if request.opset is not None and written != request.opset and label == "dynamo" \
-                and len(attempts) > 1:
+        opset = request.options.opset
+        if opset is not None and written != opset and label == "dynamo" and len(attempts) > 1:
             # The dynamo exporter writes opset 18 at least; below that the TorchScript
             # exporter lowers ops (LayerNormalization...) that older opsets lack.
             failures[label] = ConversionError(
-                f"it wrote opset {written}, not the requested {request.opset}")
+                f"it wrote opset {written}, not the requested {request.options.opset}")
             request.export_path.unlink(missing_ok=True)
             continue
         notes = [f"{other} exporter not used: {_summarise(error)}"
@@ -346,8 +339,8 @@ def _export(loaded: _LoadedModel, example: dict, specs: list[InputSpec],
 def _export_dynamo(loaded, example, specs, output_names, request, torch) -> None:
     kwargs: dict[str, Any] = {"dynamo": True, "output_names": output_names,
                               "external_data": False}
-    if request.opset is not None:
-        kwargs["opset_version"] = request.opset
+    if request.options.opset is not None:
+        kwargs["opset_version"] = request.options.opset
     if loaded.kind == "exported-program":
         program = torch.onnx.export(loaded.module, (), **kwargs)
     else:
@@ -394,7 +387,7 @@ def _export_torchscript(loaded, example, specs, output_names, request, torch) ->
     torch.onnx.export(
         module, tuple(example.values()), str(request.export_path), dynamo=False,
         input_names=list(example), output_names=output_names,
-        dynamic_axes=dynamic_axes or None, opset_version=request.opset or 18,
+        dynamic_axes=dynamic_axes or None, opset_version=request.options.opset or 18,
     )
 
 
@@ -457,15 +450,8 @@ def _summarise(exc: BaseException) -> str:
         match = _OPERATOR.search(text)
         if match:
             return f"unsupported operator {match.group(1)} ({type(root).__name__})"
-    return f"{type(root).__name__}: {_first_line(root)}"
+    return f"{type(root).__name__}: {first_line(root)}"
 
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line:
-            return line[:240]
-    return type(exc).__name__
 
 
 def _few(names: list[str], limit: int = 4) -> str:

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from convertkit.adapters import Lowered, LowerRequest, make_check_feeds
+from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds
 from convertkit.adapters.python_source import load_python_object, source_mentions
-from convertkit.check.inputs import read_data, save_arrays, specs_from_data
+from convertkit.checker.inputs import read_data, save_arrays, specs_from_data
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.spec import DTYPES, InputSpec, SourceRef
@@ -110,7 +110,7 @@ class _TfModel:
     owner: Any = None
 
 
-class TensorFlowAdapter:
+class TensorFlowAdapter(Adapter):
     name: ClassVar[str] = "tensorflow"
     options: ClassVar[frozenset[str]] = frozenset(
         {"signature", "output_names", "inputs_as_nchw", "trust_code"})
@@ -132,11 +132,11 @@ class TensorFlowAdapter:
             return _lower_tflite(request, tf)
         model = _load(kind, request, tf)
         specs = resolve_inputs(model.declared, _user_specs(request, model.declared),
-                               request.inputs_as_nchw, model.what, model.inputs_hint)
-        onnx_specs = [onnx_layout(s, request.inputs_as_nchw) for s in specs]
+                               request.options.inputs_as_nchw, model.what, model.inputs_hint)
+        onnx_specs = [onnx_layout(s, request.options.inputs_as_nchw) for s in specs]
 
         function, output_names = _trace(model, specs, request, tf)
-        opset, opset_notes = _tf2onnx_opset(request.opset)
+        opset, opset_notes = _tf2onnx_opset(request.options.opset)
         _convert_function(function, specs, output_names, request, opset, tf)
         _finish_onnx(request.export_path, onnx_specs, output_names)
 
@@ -153,8 +153,8 @@ class TensorFlowAdapter:
             framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
             reference_path=request.reference_path, exporter=model.exporter,
             inputs=tuple(onnx_specs), output_names=tuple(output_names),
-            notes=tuple(model.notes + opset_notes + _layout_notes(request.inputs_as_nchw)),
-            nchw_inputs=tuple(request.inputs_as_nchw),
+            notes=tuple(model.notes + opset_notes + _layout_notes(request.options.inputs_as_nchw)),
+            nchw_inputs=tuple(request.options.inputs_as_nchw),
         )
 
 
@@ -203,10 +203,11 @@ def _not_a_tensorflow_source(source: SourceRef) -> UsageError:
 
 def check_options(kind: SourceKind, request: LowerRequest) -> None:
     """Refuse the options that do not apply to this kind of source, naming what they do."""
+    options = request.options
     given = {
-        "signature": request.signature is not None, "output_names": bool(request.output_names),
-        "inputs_as_nchw": bool(request.inputs_as_nchw), "trust_code": request.trust_code,
-        "weights": request.weights_path is not None,
+        "signature": options.signature is not None, "output_names": bool(options.output_names),
+        "inputs_as_nchw": bool(options.inputs_as_nchw), "trust_code": options.trust_code,
+        "weights": options.weights is not None,
     }
     for option, is_given in given.items():
         if is_given and option not in OPTIONS_BY_KIND[kind]:
@@ -342,9 +343,9 @@ def _dims_text(dims: Sequence[int | str]) -> str:
 def _user_specs(request: LowerRequest, declared: Sequence[DeclaredInput]) -> list[InputSpec]:
     """-i, or the shapes of --data's arrays for a source that records no inputs (both in
     the ONNX layout). A source's own dynamic axes stay dynamic with --data."""
-    if request.inputs or request.data_path is None or declared:
-        return list(request.inputs)
-    return specs_from_data(read_data(request.data_path))
+    if request.options.inputs or request.options.data is None or declared:
+        return list(request.options.inputs)
+    return specs_from_data(read_data(request.options.data))
 
 
 def _layout_notes(nchw: Sequence[str]) -> list[str]:
@@ -402,10 +403,10 @@ def _load(kind: SourceKind, request: LowerRequest, tf) -> _TfModel:
     assert source.path is not None
     if kind is SourceKind.SAVED_MODEL:
         folder = source.path.parent if source.path.is_file() else source.path
-        return _load_saved_model(folder, request.signature, tf)
+        return _load_saved_model(folder, request.options.signature, tf)
     if kind is SourceKind.KERAS:
-        return _load_keras_file(source.path, request.trust_code, tf)
-    return _load_graph_def(source.path, request.output_names, tf)
+        return _load_keras_file(source.path, request.options.trust_code, tf)
+    return _load_graph_def(source.path, request.options.output_names, tf)
 
 
 def _load_saved_model(folder: Path, signature: str | None, tf) -> _TfModel:
@@ -673,21 +674,21 @@ def _load_python(source: SourceRef, request: LowerRequest, tf) -> _TfModel:
         obj = _build(obj, source)
     if _is_keras_model(obj):
         model = _keras_model(obj, source.text, tf)
-        if request.signature is not None:
+        if request.options.signature is not None:
             raise UsageError(f"--signature does not apply to a Keras model ({source.text})",
                              hint="drop --signature: a Keras model has one call",
                              code="option-not-applicable")
-        if request.weights_path is not None:
-            _load_keras_weights(obj, request.weights_path)
-            model.notes.append(f"weights loaded from {request.weights_path.name}")
+        if request.options.weights is not None:
+            _load_keras_weights(obj, request.options.weights)
+            model.notes.append(f"weights loaded from {request.options.weights.name}")
         return model
-    if request.weights_path is not None:
+    if request.options.weights is not None:
         raise UsageError(
             f"--weights applies to Keras models only; {source.text} is a "
             f"{type(obj).__name__}", hint="drop --weights", code="weights-not-applicable")
     is_function = isinstance(obj, tf.types.experimental.GenericFunction)
     is_concrete = isinstance(obj, tf.types.experimental.ConcreteFunction)
-    if (is_function or is_concrete) and request.signature is not None:
+    if (is_function or is_concrete) and request.options.signature is not None:
         raise UsageError(f"--signature does not apply to a tf.function ({source.text})",
                          hint="drop --signature", code="option-not-applicable")
     if is_function:
@@ -695,7 +696,7 @@ def _load_python(source: SourceRef, request: LowerRequest, tf) -> _TfModel:
     if is_concrete:
         return _function_model(obj, source.text, tf, concrete=obj)
     if isinstance(obj, tf.__internal__.tracking.AutoTrackable):
-        return _from_trackable(obj, request.signature, source.text, tf)
+        return _from_trackable(obj, request.options.signature, source.text, tf)
     raise UsageError(
         f"{source.text} is a {type(obj).__name__}, not a keras.Model, tf.Module or tf.function",
         hint="name a keras.Model, a tf.Module, a tf.function, or a function returning one",
@@ -879,9 +880,9 @@ def _rejected(what: str, declared: Sequence[DeclaredInput], specs: list[InputSpe
         shapes = ", ".join(f"{name}:{_dims_text(value.shape)}:{value.dtype}"
                            for name, value in feeds.items())
     else:
-        shapes = ", ".join(str(onnx_layout(s, request.inputs_as_nchw)) for s in specs)
+        shapes = ", ".join(str(onnx_layout(s, request.options.inputs_as_nchw)) for s in specs)
     message = f"{what} rejects inputs {shapes}: {type(exc).__name__}: {_first_line(exc)}"
-    if request.inputs or request.data_path is not None or not declared:
+    if request.options.inputs or request.options.data is not None or not declared:
         return UsageError(message, hint="fix the shapes and dtypes given with -i (or the "
                           "arrays in --data)", code="shape-rejected")
     return ConversionError(message, hint="the model fails on the inputs its own signature "
@@ -932,7 +933,7 @@ def _convert_function(concrete, specs: list[InputSpec], output_names: list[str],
                 return tfonnx.process_tf_graph(
                     graph, continue_on_error=False, opset=opset, input_names=inputs,
                     output_names=outputs, tensors_to_rename=rename,
-                    inputs_as_nchw=list(request.inputs_as_nchw))
+                    inputs_as_nchw=list(request.options.inputs_as_nchw))
 
         model = _run_tf2onnx(process, problems, request, tf)
     _save(model, request.export_path)
@@ -1074,7 +1075,7 @@ def _tf_feeds(feeds: Mapping[str, np.ndarray], nchw: Sequence[str]) -> dict[str,
 def _reference(model: _TfModel, feeds: Mapping[str, np.ndarray], specs: list[InputSpec],
                request: LowerRequest, tf) -> tuple[list[str], dict[str, np.ndarray]]:
     tf_feeds = {name: tf.constant(value) for name, value in
-                _tf_feeds(feeds, request.inputs_as_nchw).items()}
+                _tf_feeds(feeds, request.options.inputs_as_nchw).items()}
     try:
         structured = model.call(tf_feeds)
     except Exception as exc:
@@ -1104,19 +1105,19 @@ class _TfliteModel:
 def _lower_tflite(request: LowerRequest, tf) -> Lowered:
     path = request.source.path
     assert path is not None
-    model = _load_tflite(path, request.signature, tf)
+    model = _load_tflite(path, request.options.signature, tf)
     what = f"TFLite model {path.name}"
     specs = resolve_inputs(model.declared, _user_specs(request, model.declared),
-                           request.inputs_as_nchw, what)
-    onnx_specs = [onnx_layout(s, request.inputs_as_nchw) for s in specs]
-    opset, opset_notes = _tf2onnx_opset(request.opset)
+                           request.options.inputs_as_nchw, what)
+    onnx_specs = [onnx_layout(s, request.options.inputs_as_nchw) for s in specs]
+    opset, opset_notes = _tf2onnx_opset(request.options.opset)
 
     def process():
         from tf2onnx import tfonnx
 
         return tfonnx.process_tf_graph(
             None, tflite_path=str(path), continue_on_error=False, opset=opset,
-            tensors_to_rename=model.rename, inputs_as_nchw=list(request.inputs_as_nchw))
+            tensors_to_rename=model.rename, inputs_as_nchw=list(request.options.inputs_as_nchw))
 
     with _Tf2OnnxProblems() as problems:
         onnx_model = _run_tf2onnx(process, problems, request, tf)
@@ -1125,7 +1126,7 @@ def _lower_tflite(request: LowerRequest, tf) -> Lowered:
 
     feeds = make_check_feeds(request, onnx_specs, request.export_path)
     try:
-        outputs = model.run(_tf_feeds(feeds, request.inputs_as_nchw))
+        outputs = model.run(_tf_feeds(feeds, request.options.inputs_as_nchw))
     except Exception as exc:
         raise _rejected(what, model.declared, specs, request, exc, feeds) from exc
     reference = {name: _to_numpy(outputs[name]) for name in model.output_names}
@@ -1136,8 +1137,8 @@ def _lower_tflite(request: LowerRequest, tf) -> Lowered:
         feeds_path=request.feeds_path, reference_path=request.reference_path,
         exporter=f"{_tf2onnx_label()} (TFLite flatbuffer)", inputs=tuple(onnx_specs),
         output_names=tuple(model.output_names),
-        notes=tuple(model.notes + opset_notes + _layout_notes(request.inputs_as_nchw)),
-        nchw_inputs=tuple(request.inputs_as_nchw),
+        notes=tuple(model.notes + opset_notes + _layout_notes(request.options.inputs_as_nchw)),
+        nchw_inputs=tuple(request.options.inputs_as_nchw),
     )
 
 

@@ -1,8 +1,9 @@
 """Cache keys of batch jobs, and the record that marks a job folder complete.
 
 A job's key is the sha256 of one frozen record's canonical JSON (STYLE §8): the job's
-ConversionSpec, the content hashes of every file it names (the source file or folder, the
-.py file of FILE.py:NAME or the module file of package.module:NAME, --data, --weights),
+ConversionSpec (the source and every convert option), the content hashes of every file it
+names (the source file or folder, the .py file of FILE.py:NAME or the module file of
+package.module:NAME, --data, --weights, --budget-file),
 the convertkit version and the versions of the framework and toolchains it uses, read
 from package metadata without importing any of them.
 
@@ -64,21 +65,22 @@ class CacheKey:
 
 
 def job_key(conversion: ConversionSpec, base_dir: Path) -> CacheKey:
-    framework = conversion.framework or _detected_framework(conversion.source, base_dir)
+    options = conversion.options
+    framework = options.framework or _detected_framework(conversion.source, base_dir)
     files = [("source", _source_hash(conversion.source, base_dir))]
-    for role, value in (("data", conversion.data), ("weights", conversion.weights)):
+    for role, value in (("data", options.data), ("weights", options.weights),
+                        ("budget_file", options.budget_file)):
         if value is not None:
             files.append((role, hash_path(_resolve(value, base_dir))))
     return CacheKey(conversion.to_dict(), framework, tuple(files),
-                    toolchain_versions(framework, conversion.targets))
+                    toolchain_versions(framework, options.targets))
 
 
 def toolchain_versions(framework: str | None,
-                       targets: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+                       targets: tuple[TargetSpec, ...]) -> tuple[tuple[str, str], ...]:
     names = list(CORE_DISTRIBUTIONS) + list(FRAMEWORK_DISTRIBUTIONS.get(framework or "", ()))
     environments = []
-    for text in targets:
-        target = TargetSpec.parse(text)
+    for target in targets:
         names += TOOLCHAIN_DISTRIBUTIONS.get(target.toolchain or target.family, ())
         environments.append(target.toolchain or target.family)
     versions = [("convertkit", __version__),
@@ -160,8 +162,7 @@ def _detected_framework(source: str, base_dir: Path) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _resolve(value: str, base_dir: Path) -> Path:
-    path = Path(value)
+def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 

@@ -29,15 +29,13 @@ def main(payload_path: str, result_path: str) -> int:
     from convertkit.batch.manifest import ConversionSpec
     from convertkit.errors import ConvertkitError, UsageError
     from convertkit.pipeline import convert
-    from convertkit.report import error_record, format_table
+    from convertkit.reports.record import error_record
+    from convertkit.reports.terminal import format_table
 
     spec = ConversionSpec.from_dict(payload["conversion"])
     try:
-        report = convert(
-            spec.source, payload["out"], framework=spec.framework, inputs=spec.inputs,
-            targets=spec.targets, data=spec.data, weights=spec.weights, opset=spec.opset,
-            optimize=spec.optimize, atol=spec.atol, rtol=spec.rtol, force=True,
-            progress=lambda message: print(f"... {message}", flush=True))
+        report = convert(spec.source, payload["out"], spec.options, force=True,
+                         progress=lambda message: print(f"... {message}", flush=True))
     except UsageError as error:
         print(f"error: {error.message}\nhint: {error.hint}", flush=True)
         _write(result_path, {"error": error_record(error)})

@@ -21,7 +21,6 @@ also the folder each job runs in (so ``package.module:NAME`` imports from there)
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,15 +28,18 @@ from typing import Any
 
 from convertkit.dependencies import require
 from convertkit.errors import ConvertkitError, UsageError
-from convertkit.spec import InputSpec, SourceRef, TargetSpec
+from convertkit.options import ConvertOptions, did_you_mean, option_field, option_fields
+from convertkit.registry import resolve_target
+from convertkit.spec import SourceRef, TargetSpec
 
 DEFAULT_TIMEOUT_S = 1800.0
 DEFAULT_MEMORY_MB = 8192
 MANIFEST_VERSION = 1
 
-# Keys a model entry and the defaults may hold, with what they must be.
-_OPTION_KEYS = ("framework", "inputs", "targets", "data", "weights", "opset", "optimize",
-                "atol", "rtol", "timeout_s", "memory_mb", "threads")
+# Keys a model entry and the defaults may hold: every option of `convert` (by its
+# ConvertOptions field name) and the job's limits.
+_LIMIT_KEYS = ("timeout_s", "memory_mb", "threads")
+_OPTION_KEYS = (*(spec.name for spec in option_fields()), *_LIMIT_KEYS)
 _MODEL_KEYS = ("name", "source", *_OPTION_KEYS)
 _TOP_KEYS = ("version", "defaults", "resources", "models")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -61,23 +63,15 @@ class ConversionSpec:
     """What decides a job's result: hashed (with the files it names) into its cache key."""
 
     source: str  # as written in the manifest
-    framework: str | None = None  # None: detected from the source
-    inputs: tuple[str, ...] = ()  # canonical -i forms
-    targets: tuple[str, ...] = ()  # canonical target forms; `onnx` is always built
-    data: str | None = None
-    weights: str | None = None
-    opset: int | None = None
-    optimize: bool = True
-    atol: float | None = None
-    rtol: float | None = None
+    # Paths in it are relative to the manifest's folder, where the job runs.
+    options: ConvertOptions = field(default_factory=ConvertOptions)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "inputs": list(self.inputs), "targets": list(self.targets)}
+        return {"source": self.source, "options": self.options.to_dict()}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ConversionSpec:
-        return ConversionSpec(**{**data, "inputs": tuple(data["inputs"]),
-                                 "targets": tuple(data["targets"])})
+        return ConversionSpec(data["source"], ConvertOptions.from_dict(data["options"]))
 
 
 @dataclass(frozen=True)
@@ -229,18 +223,14 @@ class _Reader:
             self.problem(node, f"{where}: name {name!r} cannot be a folder name; use letters, "
                          "digits, '_', '.', '-'")
             return None
-        targets = values.get("targets", ())
-        conversion = ConversionSpec(
-            source=values["source"], framework=values.get("framework"),
-            inputs=tuple(values.get("inputs", ())), targets=tuple(targets),
-            data=values.get("data"), weights=values.get("weights"), opset=values.get("opset"),
-            optimize=values.get("optimize", True), atol=values.get("atol"),
-            rtol=values.get("rtol"))
+        options = ConvertOptions(**{key: value for key, value in values.items()
+                                    if key not in (*_LIMIT_KEYS, "name", "source")})
+        conversion = ConversionSpec(values["source"], options)
         limits = JobLimits(timeout_s=values.get("timeout_s", DEFAULT_TIMEOUT_S),
                            memory_mb=values.get("memory_mb", DEFAULT_MEMORY_MB),
                            threads=values.get("threads"))
         return JobSpec(name, node.start_mark.line + 1, conversion, limits,
-                       _job_resources(targets, resources))
+                       _job_resources(options.targets, resources))
 
     # -- mappings and values -------------------------------------------------------------
 
@@ -255,8 +245,9 @@ class _Reader:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key not in allowed:
+                close = did_you_mean(str(key), allowed)
                 self.problem(key_node, f"{where}: unknown key {key!r}"
-                             + _did_you_mean(str(key), allowed))
+                             + (f" ({close.strip()})" if close else ""))
                 continue
             if key in found:
                 self.problem(key_node, f"{where}: {key!r} is given twice")
@@ -274,12 +265,10 @@ class _Reader:
         return values
 
     def option(self, key: str, node, where: str) -> Any:
-        if key in ("name", "source", "data", "weights", "framework"):
+        if key in ("name", "source"):
             text = self.text(node, where)
             if text is None:
                 return _INVALID
-            if key == "framework":
-                return self.framework(node, text, where)
             if key == "source":
                 try:
                     SourceRef.parse(text)
@@ -287,28 +276,34 @@ class _Reader:
                     self.problem(node, f"{where}: {error.message}")
                     return _INVALID
             return text
-        if key in ("inputs", "targets"):
-            items = self.text_list(node, where)
-            if items is None:
-                return _INVALID
-            parsed = []
-            for item_node, text in items:
-                try:
-                    parsed.append(str(InputSpec.parse(text)) if key == "inputs"
-                                  else _checked_target(text))
-                except ConvertkitError as error:
-                    detail = error.message + (f" ({error.hint})" if error.code == "unknown-target"
-                                              else "")
-                    self.problem(item_node, f"{where}: {detail}")
-            return tuple(parsed) if len(parsed) == len(items) else _INVALID
-        if key == "optimize":
-            value = self.value(node)
-            if not isinstance(value, bool):
-                self.problem(node, f"{where}: must be true or false, not {value!r}")
-                return _INVALID
-            return value
-        if key in ("opset", "memory_mb", "threads"):
-            value = self.value(node)
+        if key in _LIMIT_KEYS:
+            return self.limit(key, node, where)
+        return self.conversion_option(key, node, where)
+
+    def conversion_option(self, key: str, node, where: str) -> Any:
+        """A convert option, parsed as the CLI and the Python API parse it (options.py);
+        each item of a list is judged on its own line."""
+        import yaml
+
+        spec = option_field(key)
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        valid = True
+        for item in items:
+            value = self.value(item)
+            try:
+                parsed = spec.parse([value] if spec.flag.repeatable and item is not node
+                                    else value)
+                if key == "targets":
+                    for target in parsed:
+                        resolve_target(target)
+            except ConvertkitError as error:
+                self.problem(item, f"{where}: {_detail(error)}")
+                valid = False
+        return spec.parse(self.value(node)) if valid else _INVALID
+
+    def limit(self, key: str, node, where: str) -> Any:
+        value = self.value(node)
+        if key in ("memory_mb", "threads"):
             if value is None and key == "memory_mb":
                 return None  # no memory limit
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -317,25 +312,10 @@ class _Reader:
                              + f", not {value!r}")
                 return _INVALID
             return value
-        # atol, rtol, timeout_s
-        value = self.value(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
-                key == "timeout_s" and value == 0):
-            self.problem(node, f"{where}: must be a number "
-                         + ("> 0 (seconds)" if key == "timeout_s" else ">= 0")
-                         + f", not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            self.problem(node, f"{where}: must be a number > 0 (seconds), not {value!r}")
             return _INVALID
         return float(value)
-
-    def framework(self, node, text: str, where: str) -> str | Any:
-        from convertkit.registry import adapter_names
-
-        names = adapter_names()
-        if text not in names:
-            self.problem(node, f"{where}: unknown framework {text!r}"
-                         + _did_you_mean(text, names) + f" (known: {', '.join(names)})")
-            return _INVALID
-        return text
 
     def resources(self, node) -> dict[str, dict[str, float]]:
         import yaml
@@ -368,23 +348,6 @@ class _Reader:
             return None
         return value.strip()
 
-    def text_list(self, node, where: str) -> list[tuple[Any, str]] | None:
-        import yaml
-
-        if isinstance(node, yaml.ScalarNode):  # one item may be written without brackets
-            text = self.text(node, where)
-            return None if text is None else [(node, text)]
-        if not isinstance(node, yaml.SequenceNode):
-            self.problem(node, f"{where}: must be a list of strings")
-            return None
-        items = []
-        for item in node.value:
-            text = self.text(item, where)
-            if text is None:
-                return None
-            items.append((item, text))
-        return items
-
     def value(self, node) -> Any:
         return self.loader.construct_object(node, deep=True)
 
@@ -392,13 +355,11 @@ class _Reader:
 _INVALID = object()
 
 
-def _checked_target(text: str) -> str:
-    """The canonical form of a target a registered platform builds (else a UsageError)."""
-    from convertkit.registry import resolve_target
-
-    target = TargetSpec.parse(text)
-    resolve_target(target)
-    return str(target)
+def _detail(error: ConvertkitError) -> str:
+    """An option's problem as one manifest line: the message, and the suggestion where
+    the hint makes one."""
+    suggests = error.code in ("unknown-target", "unknown-framework", "unknown-option")
+    return error.message + (f" ({error.hint.strip()})" if suggests and error.hint else "")
 
 
 def _default_name(source: str) -> str:
@@ -413,14 +374,13 @@ def _default_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name).lstrip(".") or "model"
 
 
-def _job_resources(targets: tuple[str, ...],
+def _job_resources(targets: tuple[TargetSpec, ...],
                    resources: dict[str, dict[str, float]]) -> tuple[tuple[str, float], ...]:
     """The resources a job asks for: for each of its targets, every `resources:` entry
     that names the target or a more general form of it (npu:rknn covers npu:rknn@rk3588);
     the largest amount of each resource wins."""
     needs: dict[str, float] = {}
-    for text in targets:
-        target = TargetSpec.parse(text)
+    for target in targets:
         for key, amounts in resources.items():
             general = TargetSpec.parse(key)
             if general.family == target.family and general.toolchain in (
@@ -428,8 +388,3 @@ def _job_resources(targets: tuple[str, ...],
                 for name, amount in amounts.items():
                     needs[name] = max(needs.get(name, 0.0), amount)
     return tuple(sorted(needs.items()))
-
-
-def _did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from convertkit.errors import UsageError
+from convertkit.errors import UsageError, first_line
 
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
 # Headroom for the graph itself on top of the initializers.
@@ -26,14 +26,14 @@ def load_model(path: Path, *, load_external_data: bool = True) -> onnx.ModelProt
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise UsageError(
-            f"{path} is not a readable ONNX model (corrupt or truncated: {_short(exc)})",
+            f"{path} is not a readable ONNX model (corrupt or truncated: {first_line(exc)})",
             hint="re-export the model, or check that the file was copied completely",
             code="corrupt-onnx",
         ) from exc
     except (FileNotFoundError, onnx.checker.ValidationError) as exc:
         # onnx 1.17 reports a missing external data file as a ValidationError.
         raise UsageError(
-            f"{path}: external data file missing ({_short(exc)})",
+            f"{path}: external data file missing ({first_line(exc)})",
             hint="keep the model's external data files beside it",
             code="missing-external-data",
         ) from exc
@@ -144,8 +144,3 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _all_tensors(attribute.g)
             for subgraph in attribute.graphs:
                 yield from _all_tensors(subgraph)
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from convertkit.errors import ConversionError
+from convertkit.errors import ConversionError, first_line
 from convertkit.ir.info import default_opset, iter_nodes
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -182,9 +182,6 @@ def _conversion_failed(source: int, target: int, exc: Exception) -> ConversionEr
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    if not text:
-        return type(exc).__name__
     # Drop the C++ source location the converter puts first ("...BaseConverter.h:73:
     # adapter_lookup: Assertion `false` failed: No Adapter From Version $14 for Relu").
-    return re.sub(r"^.*?failed: ", "", text[0])[:200]
+    return re.sub(r"^.*?failed: ", "", first_line(exc))[:200]

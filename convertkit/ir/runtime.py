@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError
+from convertkit.errors import ConversionError, first_line
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -43,7 +43,7 @@ def open_session(model_path: Path, options: onnxruntime.SessionOptions,
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         raise ConversionError(
-            f"ONNX Runtime cannot load {model_path.name}: {_first_line(exc)}",
+            f"ONNX Runtime cannot load {model_path.name}: {first_line(exc)}",
             hint="the model uses an op or type ONNX Runtime's CPU provider lacks; "
             "try another --opset",
             code="runtime-load-failed",
@@ -58,13 +58,8 @@ def run_session(session: onnxruntime.InferenceSession,
         values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:
         raise ConversionError(
-            f"ONNX Runtime failed to run the model: {_first_line(exc)}",
+            f"ONNX Runtime failed to run the model: {first_line(exc)}",
             hint="check the input shapes (-i) and dtypes against the model's",
             code="runtime-failed",
         ) from exc
     return dict(zip(names, values, strict=True))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

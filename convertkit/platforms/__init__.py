@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import onnx
 
-from convertkit.errors import ConversionError
+from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Preflight, Requirements, preflight
 from convertkit.spec import Family, InputSpec, Precision, TargetSpec
@@ -51,7 +51,8 @@ class Artifact:
 
 
 class Runner(Protocol):
-    """A context manager: acquires the runtime on enter, releases it on exit."""
+    """A context manager: acquires the runtime on enter, releases it on exit. Concrete
+    runners subclass this protocol and so inherit its defaults."""
 
     def __enter__(self) -> Runner: ...
 
@@ -59,38 +60,51 @@ class Runner(Protocol):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-
-class LayerAnalysis(Protocol):
-    """A runner that can also say, after a failed check, which of its layers diverge most
-    (the toolkit's own per-layer analysis, e.g. rknn-toolkit2's accuracy_analysis)."""
-
     def layer_analysis(self, feeds: Mapping[str, np.ndarray]) -> list[dict]:
-        """Rows such as {"layer": ..., "op": ..., "cosine": ...}, worst first."""
-        ...
+        """After a failed check, the toolkit's own view of which layers diverge most
+        (rknn-toolkit2's accuracy_analysis): rows such as {"layer": ..., "op": ...,
+        "cosine": ...}, worst first. Empty where the toolkit has no such analysis."""
+        return []
+
+
+@dataclass(frozen=True)
+class TargetPrecisions:
+    """What a platform builds for one target's device, its default first, and why the
+    device allows fewer than the platform's ``precisions`` (empty when it does not)."""
+
+    builds: tuple[Precision, ...]
+    reason: str = ""
 
 
 class Platform(Protocol):
+    """Concrete platforms subclass this protocol and so inherit its defaults."""
+
     name: ClassVar[str]  # the entry-point name: "ort", "rknn"
     family: ClassVar[Family]
     is_family_default: ClassVar[bool]  # what `-t FAMILY` alone picks
     description: ClassVar[str]
     requirements: ClassVar[Requirements]  # what it accepts: opsets, ops, shapes, dtypes
-    # What it builds; the first is the default, unless the platform also has
-    # ``default_precision(target) -> Precision`` (a device that computes int8 only).
-    precisions: ClassVar[tuple[Precision, ...]]
+    precisions: ClassVar[tuple[Precision, ...]]  # what it builds on some device; default first
+    # Without its toolchain it still writes the inputs for that toolchain on another
+    # machine (status `prepared`); `convertkit targets` then says `prepares`.
+    prepares_when_missing: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:
         """Whether this platform's runtime or toolchain is installed, without importing it."""
         ...
 
+    def precisions_for(self, target: TargetSpec) -> TargetPrecisions:
+        """What it builds for ``target``'s device (an int8-only chip: int8 alone)."""
+        return TargetPrecisions(self.precisions)
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         """Problems beyond ``requirements`` (a device name it does not know...)."""
-        ...
+        return []
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        """Build inside ``out_dir`` at ``options.precision`` (one of ``precisions``)."""
+        """Build inside ``out_dir`` at ``options.precision`` (None: the target's default)."""
         ...
 
     def open(self, artifact: Artifact) -> Runner | None:
@@ -106,18 +120,28 @@ def plan_target(platform: Platform, target: TargetSpec, model: onnx.ModelProto, 
     return replace(plan, problems=plan.problems + extra) if extra else plan
 
 
-def build_precision(platform: Platform, target: TargetSpec, options: BuildOptions,
-                    why_not: str = "") -> Precision:
-    """The precision a build makes: the one asked for, else the platform's default. One
-    it does not build is a ConversionError (``why_not``: what the hint adds)."""
-    precision = options.precision or platform.precisions[0]
-    if precision not in platform.precisions:
-        raise ConversionError(
-            f"{target} does not build {precision.value}",
-            hint=f"--precision {' or '.join(p.value for p in platform.precisions)}"
-                 + (f" ({why_not})" if why_not else ""),
-            code="unsupported-precision")
-    return precision
+def choose_precision(platform: Platform, target: TargetSpec,
+                     wanted: Precision | None) -> Precision:
+    """The precision ``platform`` builds for ``target``: ``wanted``, else the device's
+    default. One the device does not build is a UsageError, raised before anything is
+    built (the pipeline asks for every target first)."""
+    allowed = platform.precisions_for(target)
+    if wanted is None:
+        return allowed.builds[0]
+    if wanted not in allowed.builds:
+        names = [p.value for p in allowed.builds]
+        raise UsageError(
+            f"{target} does not build {wanted.value}"
+            + (f": {allowed.reason}" if allowed.reason else ""),
+            hint=f"pass --precision {' or '.join(names)}" + ("" if len(names) == 1 else
+                                                              ", or drop --precision"),
+            code="precision-unsupported")
+    return wanted
+
+
+def build_precision(platform: Platform, target: TargetSpec, options: BuildOptions) -> Precision:
+    """The precision a build makes: ``options.precision`` (checked), else the default."""
+    return choose_precision(platform, target, options.precision)
 
 
 def is_installed(module: str) -> bool:

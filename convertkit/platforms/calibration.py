@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convertkit.check.inputs import load_arrays
+from convertkit.checker.inputs import load_arrays
 from convertkit.errors import ConversionError
 from convertkit.platforms import BuildOptions
 
@@ -29,10 +29,10 @@ def calibration_samples(options: BuildOptions, model_path: Path,
     """The calibration inputs for the model at ``model_path``, one dict of feeds per
     sample, cast to the model's input types. ``purpose`` names what they are for in errors
     ("int8 calibration"). Without a calibration file, seeded random inputs are generated
-    as the check's are (check/inputs.py)."""
+    as the check's are (checker/inputs.py)."""
     model = onnx.load(str(model_path), load_external_data=False)
     if options.calibration_path is None:
-        from convertkit.check.inputs import generate_feeds
+        from convertkit.checker.inputs import generate_feeds
         from convertkit.ir.info import describe
 
         return [generate_feeds(describe(model).input_specs(), model)]

@@ -10,13 +10,20 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from convertkit.errors import ConversionError
+from convertkit.errors import ConversionError, first_line
 from convertkit.ir.info import OnnxInfo, default_opset
 from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, load_model, save_model, stored_bytes
 from convertkit.ir.opset import convert_opset
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, session_options
-from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    build_precision,
+    is_installed,
+)
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
@@ -32,7 +39,7 @@ _CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 _MATMUL_OPS = frozenset({"MatMul", "Gemm"})
 
 
-class OrtCpuPlatform:
+class OrtCpuPlatform(Platform):
     name: ClassVar[str] = "ort"
     family: ClassVar[Family] = Family.CPU
     is_family_default: ClassVar[bool] = True
@@ -185,7 +192,7 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
                 f"onnxruntime.quantization could not pre-process the model: {second}",
                 hint="quantise at fp32 instead (--precision fp32), or try another --opset",
                 code="quantization-failed") from second
-        notes.append(f"symbolic shape inference skipped before quantising ({_short(exc)})")
+        notes.append(f"symbolic shape inference skipped before quantising ({first_line(exc)})")
     dynamic, why = is_transformer_like(prepared)
     try:
         if dynamic:
@@ -212,7 +219,7 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
         raise
     except Exception as exc:
         raise ConversionError(
-            f"onnxruntime.quantization failed: {_short(exc)}",
+            f"onnxruntime.quantization failed: {first_line(exc)}",
             hint="build at fp32 instead, or report the model to onnxruntime",
             code="quantization-failed") from exc
     notes.append(f"int8: static QDQ quantisation (per-channel int8 weights, int8 activations, "
@@ -242,10 +249,6 @@ def _import_onnxruntime_tools_without_torch() -> None:
     finally:
         importlib.util.find_spec = original
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _drop_folded_initializer_inputs(original: Path, optimized: Path) -> None:

@@ -31,16 +31,24 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.budgets import Budget, budget_for
-from convertkit.check.localize import topological_order
-from convertkit.check.metrics import compare_outputs, element_errors
+from convertkit.checker.budgets import Budget, budget_for
+from convertkit.checker.localize import topological_order
+from convertkit.checker.metrics import compare_outputs, element_errors
 from convertkit.errors import ConversionError
 from convertkit.ir.expose import with_every_output
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.preflight import OrtKernelOps, Requirements
 from convertkit.ir.runtime import open_session, run_session, session_options
-from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    build_precision,
+    is_installed,
+)
 from convertkit.platforms.calibration import calibration_samples
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
@@ -189,7 +197,7 @@ def emulate_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return emulated
 
 
-class Fp16GpuPlatform:
+class Fp16GpuPlatform(Platform):
     name: ClassVar[str] = "fp16"
     family: ClassVar[Family] = Family.GPU
     is_family_default: ClassVar[bool] = True
@@ -225,7 +233,7 @@ class Fp16GpuPlatform:
         return EmulatedFp16Runner(artifact.path)
 
 
-class EmulatedFp16Runner:
+class EmulatedFp16Runner(Runner):
     """Runs an fp16 ONNX model on the CPU through its fp16 emulation (emulate_fp16)."""
 
     def __init__(self, model_path: Path) -> None:
@@ -268,7 +276,7 @@ def build_fp16(onnx_path: Path, out_dir: Path, options: BuildOptions) -> Fp16Res
                                   code="fp16-conversion-failed") from exc
 
 
-class TensorRtPlatform:
+class TensorRtPlatform(Platform):
     name: ClassVar[str] = "tensorrt"
     family: ClassVar[Family] = Family.GPU
     is_family_default: ClassVar[bool] = False

@@ -8,12 +8,12 @@ from typing import ClassVar
 
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import OnnxSchemaOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, is_installed
+from convertkit.platforms import Artifact, BuildOptions, Platform, Problem, is_installed
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.spec import Family, Precision, TargetSpec
 
 
-class OnnxPlatform:
+class OnnxPlatform(Platform):
     name: ClassVar[str] = "onnx"
     family: ClassVar[Family] = Family.ONNX
     is_family_default: ClassVar[bool] = True

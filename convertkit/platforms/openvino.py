@@ -26,12 +26,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convertkit.check.inputs import save_arrays
+from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError, ConvertkitError
+from convertkit.errors import ConversionError, ConvertkitError, first_line
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision, is_installed
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    build_precision,
+    is_installed,
+)
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -87,7 +95,7 @@ class OpenVinoFrontendOps:
                 for domain, name in names if (domain, name) not in missing]
 
 
-class OpenVinoCpuPlatform:
+class OpenVinoCpuPlatform(Platform):
     name: ClassVar[str] = "openvino"
     family: ClassVar[Family] = Family.CPU
     is_family_default: ClassVar[bool] = False
@@ -136,9 +144,9 @@ class OpenVinoCpuPlatform:
         files = (xml, xml.with_suffix(".bin"), out_dir / COMPILE_FILE)
         return Artifact(str(target), xml, precision, files, notes=tuple(notes))
 
-    def open(self, artifact: Artifact) -> OpenVinoCpuRunner:
+    def open(self, artifact: Artifact) -> OpenVinoRunner:
         settings = json.loads((artifact.path.parent / COMPILE_FILE).read_text())
-        return OpenVinoCpuRunner(artifact.path, settings["config"], settings.get("outputs", []))
+        return OpenVinoRunner(artifact.path, settings["config"], settings.get("outputs", []))
 
 
 def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: BuildOptions,
@@ -175,7 +183,7 @@ def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: Bui
 NON_COMPUTING_OPS = {"Parameter", "Result", "Constant"}
 
 
-class OpenVinoCpuRunner:
+class OpenVinoRunner(Runner):
     """An IR compiled for the CPU (or ``device``: `npu:intel` passes "NPU") with the
     configuration its compile.json names. ``threads`` > 0 sets INFERENCE_NUM_THREADS; 0
     leaves OpenVINO's default."""
@@ -194,8 +202,8 @@ class OpenVinoCpuRunner:
         self._compiled = None
         self._input_types: dict[str, str] = {}
 
-    def __enter__(self) -> OpenVinoCpuRunner:
-        from convertkit.check.runners import import_openvino
+    def __enter__(self) -> OpenVinoRunner:
+        from convertkit.checker.runners import import_openvino
 
         ov = import_openvino()
         config = dict(self.config)
@@ -211,7 +219,7 @@ class OpenVinoCpuRunner:
             self._compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
             raise ConversionError(f"OpenVINO cannot compile {self.xml_path.name}: "
-                                  f"{_first_line(exc)}",
+                                  f"{first_line(exc)}",
                                   hint="check that model.bin belongs to model.xml",
                                   code="runtime-load-failed") from exc
         self._input_types = {}
@@ -228,13 +236,13 @@ class OpenVinoCpuRunner:
         self._compiled = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from convertkit.check.runners import cast_feeds
+        from convertkit.checker.runners import cast_feeds
 
         assert self._compiled is not None, "use the runner inside a with block"
         try:
             results = self._compiled(cast_feeds(feeds, self._input_types))
         except RuntimeError as exc:
-            raise ConversionError(f"OpenVINO failed to run the model: {_first_line(exc)}",
+            raise ConversionError(f"OpenVINO failed to run the model: {first_line(exc)}",
                                   hint="check the input shapes and dtypes against the model's",
                                   code="runtime-failed") from exc
         wanted = set(self.output_names)
@@ -253,7 +261,7 @@ class OpenVinoCpuRunner:
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin reports BF16 among its capabilities."""
-    from convertkit.check.runners import import_openvino
+    from convertkit.checker.runners import import_openvino
 
     ov = import_openvino()
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -289,7 +297,7 @@ def _quantize_with_nncf(model, payload: dict[str, Any]):
     from convertkit.platforms.calibration import cast_to_onnx_types
 
     nncf = require("nncf", name="NNCF", extra="openvino", needed_for="OpenVINO int8 needs it")
-    from convertkit.check.inputs import load_arrays
+    from convertkit.checker.inputs import load_arrays
 
     arrays = load_arrays(Path(payload["calibration"]))
     types = {}
@@ -309,7 +317,7 @@ def _quantize_with_nncf(model, payload: dict[str, Any]):
     except ConvertkitError:
         raise
     except Exception as exc:
-        raise ConversionError(f"NNCF could not quantise the model: {_first_line(exc)}",
+        raise ConversionError(f"NNCF could not quantise the model: {first_line(exc)}",
                               hint="build at fp32 or bf16 instead", code="quantization-failed",
                               ) from exc
 
@@ -414,8 +422,3 @@ def _conversion_summary(exc: Exception) -> str:
         if "No conversion rule" in line or "not supported" in line.lower():
             return line[:300]
     return lines[-1][:300] if lines else type(exc).__name__
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from convertkit.ir.runtime import open_session, run_session, session_options
+from convertkit.platforms import Runner
 
 
-class OrtRunner:
+class OrtRunner(Runner):
     def __init__(self, model_path: Path, optimization_level: str = "ORT_DISABLE_ALL",
                  threads: int = 0) -> None:
         self.model_path = model_path

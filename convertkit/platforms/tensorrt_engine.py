@@ -25,6 +25,7 @@ from types import ModuleType
 import numpy as np
 
 from convertkit.errors import ConversionError
+from convertkit.platforms import Runner
 
 TRTEXEC_SCRIPT = "trtexec.sh"
 
@@ -146,7 +147,7 @@ def has_cuda_device() -> bool:
     return cuda_compute_capability() is not None
 
 
-class EngineRunner:
+class EngineRunner(Runner):
     """Runs a serialised engine on GPU 0, with torch's CUDA tensors for the buffers.
     Unverified: written to TensorRT's Python API (execute_async_v3), not yet run on a GPU."""
 

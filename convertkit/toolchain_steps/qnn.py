@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convertkit.errors import ConversionError
+from convertkit.errors import ConversionError, first_line
 
 EP_NAME = "QNNExecutionProvider"
 CONTEXT_MODEL = "model_ctx.onnx"
@@ -256,7 +256,4 @@ def _add_qnn(options, soc_model: int, precision: str) -> None:
 
 def _first_line(exc: BaseException) -> str:
     """The first line of ``exc`` without onnxruntime's "[ONNXRuntimeError] : 1 : FAIL : "."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])[:300]
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))

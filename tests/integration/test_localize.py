@@ -18,10 +18,11 @@ BERT_LAYER = "encoder.layer.1.attention.output.dense"
 def _export_tiny_bert(folder: Path) -> Path:
     """The ONNX export the PyTorch adapter writes (dynamo exporter, node metadata kept)."""
     from convertkit.adapters import LowerRequest, lower
-    from convertkit.spec import InputSpec, SourceRef
+    from convertkit.options import ConvertOptions
+    from convertkit.spec import SourceRef
 
     request = LowerRequest(SourceRef.parse(f"{MODELS}:tiny_bert"),
-                           tuple(InputSpec.parse(t) for t in BERT_INPUTS[1::2]), folder)
+                           ConvertOptions.parse({"inputs": BERT_INPUTS[1::2]}), folder)
     return lower("pytorch", request, log_path=folder / "export.log").onnx_path
 
 

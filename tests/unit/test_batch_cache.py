@@ -4,7 +4,6 @@ the job.json record that alone marks a job folder complete."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from convertkit.batch.cache import (
@@ -17,11 +16,14 @@ from convertkit.batch.cache import (
     write_record,
 )
 from convertkit.batch.manifest import ConversionSpec
+from convertkit.options import ConvertOptions
+from convertkit.spec import TargetSpec
 
 
-def _spec(**changes) -> ConversionSpec:
-    return replace(ConversionSpec(source="model.py:build", inputs=("x:1x4:float32",),
-                                  targets=("cpu",)), **changes)
+def _spec(source: str = "model.py:build", **changes) -> ConversionSpec:
+    options = ConvertOptions.parse({"inputs": ["x:1x4:float32"], "targets": ["cpu"],
+                                    **changes})
+    return ConversionSpec(source, options)
 
 
 def test_the_key_is_the_sha256_of_the_records_canonical_json(tmp_path: Path) -> None:
@@ -91,7 +93,7 @@ def test_toolchain_versions_come_from_metadata_without_imports() -> None:
     import sys
 
     had_torch = "torch" in sys.modules  # another test in this worker may have imported it
-    versions = dict(toolchain_versions("onnx", ("cpu:ort",)))
+    versions = dict(toolchain_versions("onnx", (TargetSpec("cpu", "ort"),)))
 
     assert "onnxruntime" in versions and "onnx" in versions
     assert ("torch" in sys.modules) == had_torch
@@ -125,12 +127,12 @@ def test_a_toolchain_environment_counts_with_the_versions_its_install_recorded(
     from convertkit.toolchains import MARKER
 
     monkeypatch.setenv("CONVERTKIT_TOOLCHAINS_DIR", str(tmp_path))
-    before = dict(toolchain_versions("onnx", ("npu:rknn@rk3588",)))
+    before = dict(toolchain_versions("onnx", (TargetSpec("npu", "rknn", "rk3588"),)))
     (tmp_path / "rknn").mkdir()
     (tmp_path / "rknn" / MARKER).write_text(json.dumps(
         {"versions": {"rknn-toolkit2": "2.5.0"}, "python": "3.11.7"}))
 
-    after = dict(toolchain_versions("onnx", ("npu:rknn@rk3588",)))
+    after = dict(toolchain_versions("onnx", (TargetSpec("npu", "rknn", "rk3588"),)))
 
     assert "rknn:rknn-toolkit2" not in before
     assert after["rknn:rknn-toolkit2"] == "2.5.0" and after["rknn:python"] == "3.11.7"

@@ -1,4 +1,4 @@
-"""convertkit/check/budgets.py: budgets from a TOML file, under the command line's."""
+"""convertkit/checker/budgets.py: budgets from a TOML file, under the command line's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convertkit.check.budgets import (
+from convertkit.checker.budgets import (
     DEFAULT_BUDGETS,
     Budget,
     budget_for,

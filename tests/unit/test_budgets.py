@@ -1,10 +1,10 @@
-"""convertkit/check/budgets.py: default budgets per precision and overrides."""
+"""convertkit/checker/budgets.py: default budgets per precision and overrides."""
 
 from __future__ import annotations
 
 import pytest
 
-from convertkit.check.budgets import DEFAULT_BUDGETS, Budget, budget_for
+from convertkit.checker.budgets import DEFAULT_BUDGETS, Budget, budget_for
 from convertkit.spec import Precision
 
 

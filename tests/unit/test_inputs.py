@@ -1,4 +1,4 @@
-"""convertkit/check/inputs.py: the check inputs, generated or read from --data."""
+"""convertkit/checker/inputs.py: the check inputs, generated or read from --data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.inputs import (
+from convertkit.checker.inputs import (
     DEFAULT_INTEGER_HIGH,
     embedding_limits,
     generate_feeds,

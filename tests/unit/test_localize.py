@@ -1,4 +1,4 @@
-"""convertkit/check/localize.py with check/runners.py: the first diverging node of two
+"""convertkit/checker/localize.py with checker/runners.py: the first diverging node of two
 ONNX models, on tiny graphs built with onnx.helper."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.budgets import Budget
-from convertkit.check.localize import locate_divergence, topological_order
-from convertkit.check.runners import OnnxFileRunner, OnnxTensors
+from convertkit.checker.budgets import Budget
+from convertkit.checker.localize import locate_divergence, topological_order
+from convertkit.checker.runners import OnnxFileRunner, OnnxTensors
 
 FP32 = Budget(atol=1e-4, rtol=1e-3)
 RNG = np.random.default_rng(0)

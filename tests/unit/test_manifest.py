@@ -17,6 +17,8 @@ from convertkit.batch.manifest import (
     parse_manifest,
 )
 from convertkit.errors import UsageError
+from convertkit.options import ConvertOptions
+from convertkit.spec import TargetSpec
 
 GOOD = """\
 version: 1
@@ -58,12 +60,12 @@ def test_models_get_defaults_overrides_and_names() -> None:
     tiny, mnist, squeeze = manifest.jobs
     assert [j.name for j in manifest.jobs] == ["tiny_cnn.build", "mnist", "squeezenet"]
     assert (tiny.line, mnist.line, squeeze.line) == (10, 12, 20)
-    assert tiny.conversion == ConversionSpec(source="examples/tiny_cnn.py:build",
-                                             inputs=("x:batchx3x32x32:float32",),
-                                             targets=("cpu",))
+    assert tiny.conversion == ConversionSpec("examples/tiny_cnn.py:build", ConvertOptions.parse(
+        {"inputs": ["x:batchx3x32x32:float32"], "targets": ["cpu"]}))
     assert (tiny.limits.timeout_s, tiny.limits.memory_mb) == (120.0, 4096)
-    assert mnist.conversion.targets == ("cpu", "cpu:ort")
-    assert (mnist.conversion.opset, mnist.conversion.optimize, mnist.conversion.atol) == (
+    assert mnist.conversion.options.targets == (TargetSpec("cpu"), TargetSpec("cpu", "ort"))
+    assert (mnist.conversion.options.opset, mnist.conversion.options.optimize,
+            mnist.conversion.options.atol) == (
         17, False, 0.001)
     assert (mnist.limits.timeout_s, mnist.limits.memory_mb) == (30.0, None)
     assert manifest.base_dir == Path("/work")
@@ -85,10 +87,11 @@ def test_resources_follow_the_targets_a_job_builds() -> None:
 def test_a_general_resource_entry_covers_specific_targets() -> None:
     resources = {"npu:rknn": {"rknn": 1.0}, "npu": {"npu": 1.0}, "npu:rknn@rk3568": {"rk": 2.0}}
 
-    assert _job_resources(("npu:rknn@rk3588", "cpu"), resources) == (("npu", 1.0),
-                                                                     ("rknn", 1.0))
-    assert _job_resources(("npu:rknn@rk3568",), resources) == (("npu", 1.0), ("rk", 2.0),
-                                                              ("rknn", 1.0))
+    rk3588, rk3568 = TargetSpec("npu", "rknn", "rk3588"), TargetSpec("npu", "rknn", "rk3568")
+    assert _job_resources((rk3588, TargetSpec("cpu")), resources) == (("npu", 1.0),
+                                                                      ("rknn", 1.0))
+    assert _job_resources((rk3568,), resources) == (("npu", 1.0), ("rk", 2.0),
+                                                   ("rknn", 1.0))
 
 
 def test_every_problem_is_reported_with_its_line() -> None:
@@ -120,7 +123,7 @@ models:
                for p in problems)
     assert any(p.startswith("/work/m.yaml:10: models[2]: name 'bad name'") for p in problems)
     assert any(p.startswith("/work/m.yaml:13: models[3].framework: unknown framework 'pytorh' "
-                            "(did you mean 'pytorch'?)") for p in problems)
+                            "(did you mean 'pytorch'?") for p in problems)
 
 
 def test_duplicate_names_name_both_lines() -> None:
@@ -177,4 +180,4 @@ def test_default_limits() -> None:
 
     assert job.limits.memory_mb == DEFAULT_MEMORY_MB
     assert job.limits.threads is None
-    assert job.conversion.targets == ()
+    assert job.conversion.options.targets == ()

@@ -1,12 +1,12 @@
-"""convertkit/check/metrics.py: the elementwise pass rule and the numbers reported."""
+"""convertkit/checker/metrics.py: the elementwise pass rule and the numbers reported."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from convertkit.check.budgets import Budget
-from convertkit.check.metrics import compare_output, compare_outputs
+from convertkit.checker.budgets import Budget
+from convertkit.checker.metrics import compare_output, compare_outputs
 
 FP32 = Budget(atol=1e-4, rtol=1e-3)
 

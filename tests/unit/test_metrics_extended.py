@@ -1,4 +1,4 @@
-"""convertkit/check/metrics.py: mean abs, SNR, top-k agreement and the error histogram."""
+"""convertkit/checker/metrics.py: mean abs, SNR, top-k agreement and the error histogram."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from convertkit.check.budgets import Budget
-from convertkit.check.metrics import (
+from convertkit.checker.budgets import Budget
+from convertkit.checker.metrics import (
     HISTOGRAM_UPPER_EDGES,
     compare_output,
     error_histogram,

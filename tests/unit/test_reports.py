@@ -7,14 +7,15 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from convertkit.check.budgets import Budget
-from convertkit.check.localize import DivergingNode, Localization, Repro, TensorError
-from convertkit.check.metrics import compare_output
+from convertkit.checker.budgets import Budget
+from convertkit.checker.localize import DivergingNode, Localization, Repro, TensorError
+from convertkit.checker.metrics import compare_output
 from convertkit.errors import ConversionError, UsageError
-from convertkit.report import ArtifactResult, Report, error_record, format_findings
-from convertkit.reports import REPORT_FILES, parse_report_formats, write_reports
+from convertkit.reports import REPORT_FILES, write_reports
 from convertkit.reports.html import render_html
 from convertkit.reports.junit import render_junit
+from convertkit.reports.record import ArtifactResult, Report, error_record
+from convertkit.reports.terminal import format_findings
 from convertkit.spec import Status
 
 FP32 = Budget(1e-4, 1e-3)
@@ -109,21 +110,6 @@ def test_junit_of_a_source_failure_is_one_error():
 
     assert (suite.get("tests"), suite.get("errors")) == ("1", "1")
     assert suite.find("testcase/error").get("message") == "export failed"
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(None, ("json", "html", "junit")), ("json", ("json",)), ("html", ("json", "html")),
-     ("junit, json", ("json", "junit")), ("all", ("json", "html", "junit")),
-     (["html", "junit"], ("json", "html", "junit"))],
-)
-def test_parse_report_formats(value, expected):
-    assert parse_report_formats(value) == expected
-
-
-def test_an_unknown_report_format_is_a_usage_error():
-    with pytest.raises(UsageError, match="unknown report format 'pdf'"):
-        parse_report_formats("json,pdf")
 
 
 def test_write_reports_writes_the_chosen_files(tmp_path):

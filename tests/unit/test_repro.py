@@ -1,4 +1,4 @@
-"""convertkit/check/repro.py: the subgraph around the diverging node, its inputs, a command."""
+"""convertkit/checker/repro.py: the subgraph around the diverging node, its inputs, a command."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.budgets import Budget
-from convertkit.check.localize import locate_divergence
-from convertkit.check.repro import write_repro
-from convertkit.check.runners import OnnxFileRunner, OnnxTensors
+from convertkit.checker.budgets import Budget
+from convertkit.checker.localize import locate_divergence
+from convertkit.checker.repro import write_repro
+from convertkit.checker.runners import OnnxFileRunner, OnnxTensors
 
 FP32 = Budget(atol=1e-4, rtol=1e-3)
 RNG = np.random.default_rng(0)

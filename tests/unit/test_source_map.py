@@ -1,10 +1,10 @@
-"""convertkit/check/source_map.py: from node metadata back to the source model."""
+"""convertkit/checker/source_map.py: from node metadata back to the source model."""
 
 from __future__ import annotations
 
 from onnx import helper
 
-from convertkit.check.source_map import locate
+from convertkit.checker.source_map import locate
 
 STACK = (
     'File "/home/me/project/model.py", line 28, in forward\n'

@@ -25,7 +25,7 @@ from convertkit.adapters.tensorflow import (
     tensorflow_layout,
 )
 from convertkit.errors import ConversionError, UsageError
-from convertkit.pipeline import _names
+from convertkit.options import ConvertOptions
 from convertkit.spec import InputSpec, SourceRef
 
 IMAGE = DeclaredInput("image", (None, 64, 64, 3), "float32")
@@ -36,7 +36,8 @@ def _source(path: Path | str) -> SourceRef:
 
 
 def _request(tmp_path: Path, source: str = "m.keras", **options) -> LowerRequest:
-    return LowerRequest(_source(tmp_path / source), (), tmp_path / "work", **options)
+    return LowerRequest(_source(tmp_path / source), ConvertOptions.parse(options),
+                        tmp_path / "work")
 
 
 # --- detection -----------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def test_python_sources_are_detected_by_their_imports(tmp_path: Path, line: str,
     ("m.keras", {"signature": "serve"}, "--signature"),
     ("m.keras", {"output_names": ("y",)}, "--output"),
     ("sm/saved_model.pb", {"trust_code": True}, "--trust-code"),
-    ("m.tflite", {"weights_path": Path("w.h5")}, "--weights"),
+    ("m.tflite", {"weights": "w.h5"}, "--weights"),
     ("g.pb", {"signature": "serving_default"}, "--signature"),
 ])
 def test_options_that_do_not_apply_to_the_source_are_refused(tmp_path: Path, source: str,
@@ -124,10 +125,6 @@ def test_lowered_records_nchw_inputs(tmp_path: Path) -> None:
                       nchw_inputs=("image",))
 
     assert Lowered.from_dict(lowered.to_dict()) == lowered
-
-
-def test_repeated_and_comma_separated_names() -> None:
-    assert _names(["a,b", " c ", ""]) == ("a", "b", "c")
 
 
 # --- inputs --------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from convertkit.errors import ConversionError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, Runner, build_precision
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    TargetPrecisions,
+    build_precision,
+)
 from convertkit.platforms.npu import TABLES
 from convertkit.spec import Family, Precision, TargetSpec
 
@@ -54,7 +62,7 @@ OPS_SOURCE = (f"Huawei CANN {CANN_VERSION} 'Supported ONNX Operators' (支持ONN
               "operatorlist_00176.html; opsets v8-v18 per operator page")
 
 
-class AscendPlatform:
+class AscendPlatform(Platform):
     name: ClassVar[str] = "ascend"
     family: ClassVar[Family] = Family.NPU
     is_family_default: ClassVar[bool] = False
@@ -75,6 +83,10 @@ class AscendPlatform:
     def is_available(cls) -> bool:
         return shutil.which("atc") is not None
 
+    def precisions_for(self, target: TargetSpec) -> TargetPrecisions:
+        return TargetPrecisions(self.precisions,
+                                "int8 needs Huawei's AMCT, which is not supported here")
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         if target.device is not None and soc_version(target.device) is None:
             return [Problem(f"unknown Ascend SoC {target.device!r} (ATC --soc_version "
@@ -83,8 +95,7 @@ class AscendPlatform:
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
-        precision = build_precision(self, target, options,
-                                    "int8 needs Huawei's AMCT, which is not supported here")
+        precision = build_precision(self, target, options)
         soc = soc_version(target.device) if target.device else DEFAULT_SOC
         if soc is None:
             raise ConversionError(f"unknown Ascend SoC {target.device!r}",

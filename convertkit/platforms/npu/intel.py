@@ -23,6 +23,7 @@ from convertkit.ir.preflight import Requirements
 from convertkit.platforms import (
     Artifact,
     BuildOptions,
+    Platform,
     Problem,
     Runner,
     build_precision,
@@ -30,8 +31,8 @@ from convertkit.platforms import (
 )
 from convertkit.platforms.openvino import (
     COMPILE_FILE,
-    OpenVinoCpuRunner,
     OpenVinoFrontendOps,
+    OpenVinoRunner,
     convert_to_ir,
 )
 from convertkit.spec import Family, Precision, TargetSpec
@@ -47,7 +48,7 @@ COMPILE_PYTHON = ('import io, sys, openvino as ov; blob = io.BytesIO(); '
 BENCHMARK_COMMAND = "benchmark_app -m model.xml -d NPU"
 
 
-class IntelNpuPlatform:
+class IntelNpuPlatform(Platform):
     name: ClassVar[str] = "intel"
     family: ClassVar[Family] = Family.NPU
     is_family_default: ClassVar[bool] = False
@@ -97,7 +98,7 @@ class IntelNpuPlatform:
         if artifact.is_prepared_only or not npu_present():
             return None
         settings = json.loads((artifact.path.parent / COMPILE_FILE).read_text())
-        return OpenVinoCpuRunner(artifact.path, settings["config"], settings["outputs"],
+        return OpenVinoRunner(artifact.path, settings["config"], settings["outputs"],
                                  device=DEVICE)
 
 
@@ -125,6 +126,6 @@ def npu_present() -> bool:
     the device needs the NPU and its driver)."""
     if not is_installed("openvino"):
         return False
-    from convertkit.check.runners import import_openvino
+    from convertkit.checker.runners import import_openvino
 
     return DEVICE in import_openvino().Core().available_devices

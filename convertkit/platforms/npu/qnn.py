@@ -29,7 +29,15 @@ import numpy as np
 from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    TargetPrecisions,
+    build_precision,
+)
 from convertkit.platforms.npu import TABLES, device_problems
 from convertkit.spec import Family, Precision, TargetSpec
 from convertkit.toolchains import (
@@ -90,7 +98,7 @@ STEP = "convertkit.toolchain_steps.qnn"
 SIMULATOR = "the QNN HTP simulator (x86-64 libQnnHtp.so)"
 
 
-class QnnPlatform:
+class QnnPlatform(Platform):
     name: ClassVar[str] = "qnn"
     family: ClassVar[Family] = Family.NPU
     is_family_default: ClassVar[bool] = False
@@ -112,18 +120,22 @@ class QnnPlatform:
     def is_available(cls) -> bool:
         return toolchain_status(TOOLCHAIN.name).state == "installed"
 
+    def precisions_for(self, target: TargetSpec) -> TargetPrecisions:
+        name = (target.device or DEFAULT_SOC).lower()
+        soc = SOCS.get(name)
+        if soc is None or soc.htp_arch >= FP16_MIN_HTP_ARCH:
+            return TargetPrecisions(self.precisions)
+        return TargetPrecisions((Precision.INT8,), (
+            f"{name} has HTP v{soc.htp_arch}, which computes no fp16 (fp16 needs HTP "
+            f"v{FP16_MIN_HTP_ARCH} or newer, e.g. @sm8550)"))
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return device_problems(target, tuple(SOCS), "Qualcomm SoC")
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
         soc_name, soc = resolve_soc(target)
-        precision = options.precision or self.precisions[0]
-        if precision == Precision.FP16 and soc.htp_arch < FP16_MIN_HTP_ARCH:
-            raise UsageError(
-                f"{target}: {soc_name} has HTP v{soc.htp_arch}, which computes no fp16",
-                hint="build int8 (drop --precision fp16) or name a SoC with HTP v69 or newer "
-                     "(e.g. @sm8550)", code="precision-unsupported")
+        precision = build_precision(self, target, options)
         env = require_toolchain(TOOLCHAIN.name, needed_for=str(target))
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
@@ -162,7 +174,7 @@ class QnnPlatform:
                          artifact.path, settings["soc_model"], settings["precision"])
 
 
-class QnnRunner:
+class QnnRunner(Runner):
     """Runs the context-binary model in the HTP simulator, one toolchain step per run."""
 
     def __init__(self, env: ToolchainEnv, context_model: Path, soc_model: int,

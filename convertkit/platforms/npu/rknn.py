@@ -29,11 +29,19 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
-from convertkit.check.inputs import load_arrays, save_arrays
+from convertkit.checker.inputs import load_arrays, save_arrays
 from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem, build_precision
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    TargetPrecisions,
+    build_precision,
+)
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.platforms.npu import TABLES, device_problems
 from convertkit.spec import Family, Precision, TargetSpec
@@ -70,7 +78,7 @@ STEP = "convertkit.toolchain_steps.rknn"
 BUILD_TIMEOUT_S = 3600
 
 
-class RknnPlatform:
+class RknnPlatform(Platform):
     name: ClassVar[str] = "rknn"
     family: ClassVar[Family] = Family.NPU
     is_family_default: ClassVar[bool] = True
@@ -94,9 +102,12 @@ class RknnPlatform:
     def is_available(cls) -> bool:
         return toolchain_status(TOOLCHAIN.name).state == "installed"
 
-    def default_precision(self, target: TargetSpec) -> Precision:
+    def precisions_for(self, target: TargetSpec) -> TargetPrecisions:
         chip = (target.device or DEFAULT_CHIP).lower()
-        return Precision.INT8 if chip in INT8_ONLY_CHIPS else self.precisions[0]
+        if chip in INT8_ONLY_CHIPS:
+            return TargetPrecisions((Precision.INT8,), f"the {chip} NPU computes int8 only: "
+                                    "rknn-toolkit2 builds no fp16 model for it")
+        return TargetPrecisions(self.precisions)
 
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return device_problems(target, CHIPS, "Rockchip chip")
@@ -105,10 +116,6 @@ class RknnPlatform:
               options: BuildOptions) -> Artifact:
         chip = resolve_chip(target)
         precision = build_precision(self, target, options)
-        if precision == Precision.FP16 and chip in INT8_ONLY_CHIPS:
-            raise UsageError(f"the {chip} NPU computes int8 only: rknn-toolkit2 builds no "
-                             "fp16 model for it", hint="pass --precision int8",
-                             code="precision-unsupported")
         env = require_toolchain(TOOLCHAIN.name, needed_for=f"npu:rknn@{chip}")
         out_dir.mkdir(parents=True, exist_ok=True)
         model = onnx.load(str(onnx_path), load_external_data=False)
@@ -168,7 +175,7 @@ class RknnPlatform:
         return RknnSimulatorRunner(artifact.path.parent)
 
 
-class RknnSimulatorRunner:
+class RknnSimulatorRunner(Runner):
     """The model of an artifact folder (its rknn.json) in the rknn-toolkit2 simulator."""
 
     def __init__(self, folder: Path) -> None:

@@ -27,11 +27,19 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx
 
-from convertkit.check.inputs import load_arrays, save_arrays
+from convertkit.checker.inputs import load_arrays, save_arrays
 from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
-from convertkit.platforms import Artifact, BuildOptions, Problem
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Problem,
+    Runner,
+    TargetPrecisions,
+    build_precision,
+)
 from convertkit.platforms.calibration import calibration_notes, calibration_samples
 from convertkit.platforms.npu import TABLES, device_problems
 from convertkit.spec import Family, Precision, TargetSpec
@@ -96,7 +104,7 @@ STEP = "convertkit.toolchain_steps.sophgo"
 BUILD_TIMEOUT_S = 3600
 
 
-class SophgoPlatform:
+class SophgoPlatform(Platform):
     name: ClassVar[str] = "sophgo"
     family: ClassVar[Family] = Family.NPU
     is_family_default: ClassVar[bool] = False
@@ -120,9 +128,13 @@ class SophgoPlatform:
     def is_available(cls) -> bool:
         return toolchain_status(TOOLCHAIN.name).state == "installed"
 
-    def default_precision(self, target: TargetSpec) -> Precision:
+    def precisions_for(self, target: TargetSpec) -> TargetPrecisions:
         chip = (target.device or DEFAULT_CHIP).lower()
-        return CHIP_PRECISIONS.get(chip, self.precisions)[0]
+        if chip not in CHIP_PRECISIONS or CHIP_PRECISIONS[chip] == self.precisions:
+            return TargetPrecisions(self.precisions)
+        builds = CHIP_PRECISIONS[chip]
+        return TargetPrecisions(builds, f"tpu-mlir builds {' and '.join(p.value for p in builds)} "
+                                f"models for {chip}")
 
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return device_problems(target, CHIPS, "Sophgo chip")
@@ -130,13 +142,7 @@ class SophgoPlatform:
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path,
               options: BuildOptions) -> Artifact:
         chip = resolve_chip(target)
-        precision = options.precision or self.precisions[0]
-        if precision not in CHIP_PRECISIONS[chip]:
-            builds = ", ".join(p.value for p in CHIP_PRECISIONS[chip])
-            raise UsageError(f"tpu-mlir builds no {precision.value} model for {chip} (it "
-                             f"builds {builds})",
-                             hint=f"pass --precision {CHIP_PRECISIONS[chip][0].value}",
-                             code="precision-unsupported")
+        precision = build_precision(self, target, options)
         env = require_toolchain(TOOLCHAIN.name, needed_for=f"npu:sophgo@{chip}")
         out_dir.mkdir(parents=True, exist_ok=True)
         info = describe(onnx.load(str(onnx_path), load_external_data=False))
@@ -188,7 +194,7 @@ class SophgoPlatform:
         return SophgoSimulatorRunner(artifact.path.parent)
 
 
-class SophgoSimulatorRunner:
+class SophgoSimulatorRunner(Runner):
     """The model of an artifact folder (its sophgo.json) in tpu-mlir's cmodel simulator."""
 
     def __init__(self, folder: Path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.budgets import budget_for
-from convertkit.check.metrics import compare_outputs
+from convertkit.checker.budgets import budget_for
+from convertkit.checker.metrics import compare_outputs
 from convertkit.platforms import BuildOptions
 from convertkit.platforms.gpu import (
     Fp16GpuPlatform,

@@ -15,8 +15,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from convertkit.check.budgets import budget_for
-from convertkit.check.metrics import compare_outputs
+from convertkit.checker.budgets import budget_for
+from convertkit.checker.metrics import compare_outputs
 from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.platforms.npu.intel import IntelNpuPlatform, npu_present
 from convertkit.spec import Precision, TargetSpec

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.check.budgets import budget_for
-from convertkit.check.inputs import load_arrays
-from convertkit.check.metrics import compare_outputs
+from convertkit.checker.budgets import budget_for
+from convertkit.checker.inputs import load_arrays
+from convertkit.checker.metrics import compare_outputs
 from convertkit.platforms import BuildOptions
 from convertkit.platforms.cpu import OrtCpuPlatform
 from convertkit.spec import Precision, TargetSpec

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from convertkit.check.budgets import budget_for
-from convertkit.check.metrics import compare_outputs
+from convertkit.checker.budgets import budget_for
+from convertkit.checker.metrics import compare_outputs
 from convertkit.errors import UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.prepare import prepare
@@ -202,9 +202,12 @@ def test_fp16_on_an_int8_only_chip_asks_for_int8(tmp_path: Path) -> None:
     result = run_cli("convert", str(model), "-t", "npu:rknn@rv1103", "--precision", "fp16",
                      out=tmp_path / "out")
 
+    # Refused before anything is built or written, not after other targets were built.
     assert result.exit_code == 2
-    error = _artifact(result, "npu:rknn@rv1103")["error"]
-    assert "int8 only" in error["message"] and error["hint"] == "pass --precision int8"
+    assert "npu:rknn@rv1103 does not build fp16: the rv1103 NPU computes int8 only" in \
+        result.stderr
+    assert "hint: pass --precision int8" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_error_analysis_rows_skip_fused_layers() -> None:

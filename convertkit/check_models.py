@@ -7,9 +7,9 @@ takes, lowered by its adapter in a child process) or an output folder written by
 reference outputs, as B every artifact in it is checked.
 
 When a candidate fails and both sides can show their intermediate tensors, the first
-diverging node is found (check/localize.py), mapped back to the source where the
-exporter recorded it (check/source_map.py), and with an output folder a minimal repro is
-written (check/repro.py). The result is the same `Report` that `convert` returns, with
+diverging node is found (checker/localize.py), mapped back to the source where the
+exporter recorded it (checker/source_map.py), and with an output folder a minimal repro is
+written (checker/repro.py). The result is the same `Report` that `convert` returns, with
 the same exit codes; OUT is written whole or not at all.
 """
 
@@ -30,15 +30,15 @@ import numpy as np
 import onnx
 
 from convertkit import __version__
-from convertkit.adapters import LowerRequest, lower, merge_specs
-from convertkit.check.budgets import (
+from convertkit.adapters import LowerRequest, detect_framework, lower, merge_specs
+from convertkit.checker.budgets import (
     CHECK_RULE,
     BudgetTable,
     budget_for,
     budget_table_dict,
     load_budget_file,
 )
-from convertkit.check.inputs import (
+from convertkit.checker.inputs import (
     DEFAULT_SEED,
     generate_feeds,
     load_arrays,
@@ -46,10 +46,10 @@ from convertkit.check.inputs import (
     save_arrays,
     select_data,
 )
-from convertkit.check.localize import Localization, TensorSource, locate_divergence
-from convertkit.check.metrics import compare_outputs
-from convertkit.check.repro import ReproError, write_repro
-from convertkit.check.runners import (
+from convertkit.checker.localize import Localization, TensorSource, locate_divergence
+from convertkit.checker.metrics import compare_outputs
+from convertkit.checker.repro import ReproError, write_repro
+from convertkit.checker.runners import (
     OnnxFileRunner,
     OnnxTensors,
     OpenVinoTensors,
@@ -59,10 +59,11 @@ from convertkit.check.runners import (
 from convertkit.errors import ConvertkitError, UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
+from convertkit.options import ConvertOptions, options_from
 from convertkit.platforms import Artifact
 from convertkit.registry import load_adapter, resolve_target
-from convertkit.report import ArtifactResult, Report, error_record
-from convertkit.reports import DEFAULT_REPORT_FORMATS, parse_report_formats, write_reports
+from convertkit.reports import write_reports
+from convertkit.reports.record import ArtifactResult, Report, error_record
 from convertkit.spec import (
     InputSpec,
     Precision,
@@ -143,41 +144,38 @@ class _Candidate:
     notes: tuple[str, ...] = field(default=())
 
 
-def check(
+def check_models(
     reference: str | Path,
     candidate: str | Path,
     out: str | Path | None = None,
+    options: ConvertOptions | None = None,
     *,
-    framework: str | None = None,
-    inputs: Sequence[str | InputSpec] = (),
-    data: str | Path | None = None,
-    precision: str | Precision | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    budget_file: str | Path | None = None,
-    report_formats: str | Sequence[str] = DEFAULT_REPORT_FORMATS,
-    localize: bool = True,
     force: bool = False,
     show_framework_output: bool = False,
     progress: Callable[[str], None] = lambda message: None,
+    **values: Any,
 ) -> Report:
     """Compare ``candidate`` with ``reference`` on the same inputs under a budget.
 
-    Without ``out`` nothing is written (no repro either). Raises UsageError for bad
-    arguments (nothing is written); every later failure is recorded in the report.
+    ``options`` (or keyword arguments named after its fields) as for ``convert``, less
+    what only convert takes (targets, optimize). Without ``out`` nothing is written (no
+    repro either). Raises UsageError for bad arguments (nothing is written); every later
+    failure is recorded in the report.
     """
+    options = options_from(options, values, command="check")
     side_a, side_b = identify(reference), identify(candidate)
-    specs = tuple(s if isinstance(s, InputSpec) else InputSpec.parse(s) for s in inputs)
-    chosen = _precision(precision)
-    data_path = existing_file(data, "--data")
+    data_path = existing_file(options.data, "--data")
+    existing_file(options.weights, "--weights")
+    budget_file = options.budget_file
     table = load_budget_file(budget_file) if budget_file is not None else None
-    formats = parse_report_formats(report_formats)
+    formats = options.report_formats
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        check_output_folder(out_path, force, [side_a.path, side_b.path, data_path])
+        check_output_folder(out_path, force, [side_a.path, side_b.path, data_path,
+                                              options.weights])
     for side in (side_a, side_b):
         if side.kind == "source":
-            _framework_of(side, framework)  # an undetectable source fails before any work
+            _framework_of(side, options)  # an undetectable source fails before any work
 
     with _workspace(out_path) as work:
         check_record: dict[str, Any] = {
@@ -187,8 +185,7 @@ def check(
         }
         try:
             progress(f"running the reference {side_a.text}")
-            ref = _resolve_reference(side_a, work, specs, data_path, framework,
-                                     show_framework_output, out_path)
+            ref = _resolve_reference(side_a, work, options, show_framework_output, out_path)
         except UsageError:
             raise
         except ConvertkitError as error:
@@ -201,7 +198,7 @@ def check(
         save_arrays(work / "check" / "reference.npz", ref.outputs)
         check_record.update({"inputs": ref.feeds_note, "feeds": "check/inputs.npz",
                              "reference": "check/reference.npz"})
-        candidates, notes = _candidates(side_b, work, specs, framework, show_framework_output,
+        candidates, notes = _candidates(side_b, work, options, show_framework_output,
                                         out_path)
         if notes:
             check_record["notes"] = notes
@@ -211,8 +208,9 @@ def check(
         for candidate_side in candidates:
             progress(f"checking {candidate_side.target}")
             started = time.perf_counter()
-            result, outputs = _run_and_compare(candidate_side, ref, chosen, atol, rtol, table)
-            if result.status == Status.FAIL and localize:
+            result, outputs = _run_and_compare(candidate_side, ref, options.precision,
+                                               options.atol, options.rtol, table)
+            if result.status == Status.FAIL and options.localize:
                 progress(f"localising the mismatch of {candidate_side.target}")
                 if reference_values is None and ref.tensors is not None:
                     reference_values = _safe_run_all(ref.tensors, ref.feeds)
@@ -228,14 +226,14 @@ def check(
 
 # --- the reference ---------------------------------------------------------------------
 
-def _resolve_reference(side: ModelRef, work: Path, specs: Sequence[InputSpec],
-                       data_path: Path | None, framework: str | None, echo: bool,
+def _resolve_reference(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
                        out_path: Path | None) -> _Reference:
     record = side.to_dict()
+    specs, data_path = options.inputs, options.data
     if side.kind == "folder":
         return _folder_reference(side, record, data_path)
     if side.kind == "source":
-        lowered = _lower(side, "reference", work, specs, data_path, framework, echo, out_path)
+        lowered = _lower(side, "reference", work, options, echo, out_path)
         record.update({"framework": lowered.framework, "exporter": lowered.exporter,
                        "onnx": str(lowered.onnx_path.relative_to(work)),
                        "outputs": list(lowered.output_names),
@@ -327,8 +325,7 @@ def _merge(declared: Sequence[InputSpec], user: Sequence[InputSpec],
 
 # --- the candidates --------------------------------------------------------------------
 
-def _candidates(side: ModelRef, work: Path, specs: Sequence[InputSpec],
-                framework: str | None, echo: bool,
+def _candidates(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
                 out_path: Path | None) -> tuple[list[_Candidate], list[str]]:
     path = side.path
     if side.kind == "onnx":
@@ -343,23 +340,24 @@ def _candidates(side: ModelRef, work: Path, specs: Sequence[InputSpec],
     if side.kind == "folder":
         assert path is not None
         return _folder_candidates(path)
-    return [_source_candidate(side, work, specs, framework, echo, out_path)], []
+    return [_source_candidate(side, work, options, echo, out_path)], []
 
 
-def _source_candidate(side: ModelRef, work: Path, specs: Sequence[InputSpec],
-                      framework: str | None, echo: bool, out_path: Path | None) -> _Candidate:
+def _source_candidate(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
+                      out_path: Path | None) -> _Candidate:
     state: dict[str, Any] = {}
+    # The candidate runs on the reference's inputs, recorded by then.
+    options = replace(options, data=work / "check" / "inputs.npz")
 
     def open_runner():
-        lowered = _lower(side, "candidate", work, specs, work / "check" / "inputs.npz",
-                         framework, echo, out_path)
+        lowered = _lower(side, "candidate", work, options, echo, out_path)
         state["lowered"] = lowered
         return _RecordedOutputs(load_arrays(lowered.reference_path))
 
     def tensors():
         return OnnxTensors(state["lowered"].onnx_path)
 
-    return _Candidate(framework or _framework_of(side, framework), side.text, Precision.FP32,
+    return _Candidate(_framework_of(side, options), side.text, Precision.FP32,
                       open_runner, tensors,
                       notes=("the candidate's outputs come from its own framework; its ONNX "
                              "export stands in for it when localising",))
@@ -636,21 +634,19 @@ def _precision(value: str | Precision | None) -> Precision | None:
 
 # --- sources ----------------------------------------------------------------------------
 
-def _framework_of(side: ModelRef, framework: str | None) -> str:
-    from convertkit.pipeline import detect_framework  # the pipeline imports this module
-
+def _framework_of(side: ModelRef, options: ConvertOptions) -> str:
     assert side.source is not None
-    name = framework or detect_framework(side.source)
+    name = options.framework or detect_framework(side.source)
     load_adapter(name)
     return name
 
 
-def _lower(side: ModelRef, role: str, work: Path, specs: Sequence[InputSpec],
-           data_path: Path | None, framework: str | None, echo: bool, out_path: Path | None):
+def _lower(side: ModelRef, role: str, work: Path, options: ConvertOptions, echo: bool,
+           out_path: Path | None):
     assert side.source is not None
-    name = _framework_of(side, framework)
+    name = _framework_of(side, options)
     log_path = work / "logs" / f"{role}.log"
-    request = LowerRequest(side.source, tuple(specs), work / role, data_path)
+    request = LowerRequest(side.source, options, work / role)
     shown = (str(out_path / "logs" / f"{role}.log") if out_path is not None else
              "the export log (pass -o to keep it, or --debug to see it live)")
     # The export stays in OUT/<role>/: localisation reads its intermediate tensors.

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convertkit.check.localize import GraphNode, topological_order
-from convertkit.check.source_map import SourceLocation, locate
+from convertkit.checker.localize import GraphNode, topological_order
+from convertkit.checker.source_map import SourceLocation, locate
 from convertkit.dependencies import require
 from convertkit.ir.expose import with_every_output
 from convertkit.ir.io import load_model, save_model
@@ -145,9 +145,9 @@ OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 def openvino_runner(xml_path: Path, expose_all: bool = False):
     """An OpenVINO IR on the CPU with the f32 precision hint, as the check runs it."""
-    from convertkit.platforms.openvino import OpenVinoCpuRunner
+    from convertkit.platforms.openvino import OpenVinoRunner
 
-    return OpenVinoCpuRunner(xml_path, OPENVINO_CONFIG, expose_all=expose_all)
+    return OpenVinoRunner(xml_path, OPENVINO_CONFIG, expose_all=expose_all)
 
 
 class OpenVinoTensors:
@@ -212,8 +212,3 @@ def openvino_input_specs(xml_path: Path):
         dtype = np.dtype(port.get_element_type().to_dtype()).name
         specs.append(InputSpec(name or f"input_{index}", tuple(dims), dtype))
     return specs
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convertkit.check.budgets import Budget
-from convertkit.check.inputs import save_arrays
-from convertkit.check.localize import DivergingNode, Repro, measure, topological_order
-from convertkit.errors import ConvertkitError
+from convertkit.checker.budgets import Budget
+from convertkit.checker.inputs import save_arrays
+from convertkit.checker.localize import DivergingNode, Repro, measure, topological_order
+from convertkit.errors import ConvertkitError, first_line
 from convertkit.ir.io import load_model
 
 COMMAND_FILE = "command.sh"
@@ -63,7 +63,7 @@ def write_repro(folder: Path, shown_as: Path, reference_model: Path, candidate_m
         raise ReproError(exc.message) from exc
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, KeyError,
             ValueError, RuntimeError, RecursionError, OSError) as exc:
-        raise ReproError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ReproError(f"{type(exc).__name__}: {first_line(exc)}") from exc
 
     tolerance = f"--atol {budget.atol!r} --rtol {budget.rtol!r}"
     local = (f"convertkit check {REFERENCE_FILE} {candidate_file} --data {INPUTS_FILE} "
@@ -152,7 +152,7 @@ def _extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str],
 
 
 def _to_openvino(onnx_path: Path, xml_path: Path) -> None:
-    from convertkit.check.runners import import_openvino
+    from convertkit.checker.runners import import_openvino
 
     ov = import_openvino()
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
@@ -161,8 +161,8 @@ def _to_openvino(onnx_path: Path, xml_path: Path) -> None:
 def _verify(folder: Path, candidate_file: str, outputs: list[str],
             budget: Budget) -> tuple[bool, str]:
     """Run both subgraphs on the saved inputs: does the mismatch show on its own?"""
-    from convertkit.check.inputs import load_arrays
-    from convertkit.check.runners import OnnxFileRunner, openvino_runner
+    from convertkit.checker.inputs import load_arrays
+    from convertkit.checker.runners import OnnxFileRunner, openvino_runner
 
     feeds = load_arrays(folder / INPUTS_FILE)
     try:
@@ -181,8 +181,3 @@ def _verify(folder: Path, candidate_file: str, outputs: list[str],
                 return True, ""
     return False, ("the subgraphs agree on their own: the mismatch needs more of the graph "
                    "(or the candidate's runtime fuses across the cut)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

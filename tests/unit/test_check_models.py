@@ -1,4 +1,4 @@
-"""convertkit/comparison.py: `check A B` as a library call, on tiny ONNX models."""
+"""convertkit/check_models.py: `check A B` as a library call, on tiny ONNX models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convertkit.comparison import align_outputs, check, detect_precision, identify
+from convertkit.check_models import align_outputs, check_models, detect_precision, identify
 from convertkit.errors import UsageError
 from convertkit.spec import Precision, Status
 
@@ -67,7 +67,7 @@ def test_equal_models_pass_and_nothing_is_written_without_out(tmp_path):
     a = _model(tmp_path / "a.onnx")
     b = _model(tmp_path / "b.onnx")
 
-    report = check(a, b)
+    report = check_models(a, b)
 
     assert report.exit_code == 0 and report.status == "pass"
     assert report.command == "check"
@@ -81,7 +81,7 @@ def test_a_failing_candidate_writes_every_report_and_a_repro(tmp_path):
     b = _model(tmp_path / "b.onnx", W * 1.5)
     out = tmp_path / "out"
 
-    report = check(a, b, out)
+    report = check_models(a, b, out)
 
     assert report.exit_code == 1
     artifact = report.artifacts[0]
@@ -101,10 +101,10 @@ def test_a_failing_candidate_writes_every_report_and_a_repro(tmp_path):
 
 def test_the_repro_command_fails_the_same_way(tmp_path):
     out = tmp_path / "out"
-    check(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx", W * 1.5), out)
+    check_models(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx", W * 1.5), out)
     repro = out / "repro"
 
-    report = check(repro / "reference.onnx", repro / "candidate.onnx",
+    report = check_models(repro / "reference.onnx", repro / "candidate.onnx",
                    data=repro / "inputs.npz", atol=1e-4, rtol=1e-3)
 
     assert report.exit_code == 1
@@ -117,10 +117,10 @@ def test_budgets_from_the_precision_the_command_line_and_a_file(tmp_path):
     loose = tmp_path / "budgets.toml"
     loose.write_text("[fp32]\natol = 0.01\nrtol = 0.01\n")
 
-    strict = check(a, b)
-    as_fp16 = check(a, b, precision="fp16")
-    from_file = check(a, b, budget_file=loose)
-    file_then_flag = check(a, b, budget_file=loose, atol=0.0, rtol=0.0)
+    strict = check_models(a, b)
+    as_fp16 = check_models(a, b, precision="fp16")
+    from_file = check_models(a, b, budget_file=loose)
+    file_then_flag = check_models(a, b, budget_file=loose, atol=0.0, rtol=0.0)
 
     assert strict.exit_code == 1
     assert as_fp16.exit_code == 0 and as_fp16.artifacts[0].precision == "fp16"
@@ -132,7 +132,7 @@ def test_an_fp16_candidate_is_judged_by_the_fp16_budget(tmp_path):
     a = _model(tmp_path / "a.onnx")
     b = _model(tmp_path / "b.onnx", dtype=TensorProto.FLOAT16)
 
-    report = check(a, b)
+    report = check_models(a, b)
 
     assert report.artifacts[0].precision == "fp16"
     assert report.artifacts[0].budget.atol == 1e-2
@@ -140,7 +140,7 @@ def test_an_fp16_candidate_is_judged_by_the_fp16_budget(tmp_path):
 
 
 def test_outputs_with_other_names_are_matched_by_position(tmp_path):
-    report = check(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx", output="out"))
+    report = check_models(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx", output="out"))
 
     assert report.exit_code == 0
     assert any("matched by position (y = out)" in n for n in report.artifacts[0].notes)
@@ -151,7 +151,7 @@ def test_a_candidate_that_cannot_run_is_an_error_with_exit_3(tmp_path):
     a = _model(tmp_path / "a.onnx")
     b = _model(tmp_path / "b.onnx", input_name="other")
 
-    report = check(a, b)
+    report = check_models(a, b)
 
     assert report.artifacts[0].status == Status.ERROR
     assert report.exit_code == 3
@@ -162,7 +162,7 @@ def test_user_data_feeds_both_models(tmp_path):
     np.savez(tmp_path / "data.npz", x=values)
     out = tmp_path / "out"
 
-    report = check(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx"), out,
+    report = check_models(_model(tmp_path / "a.onnx"), _model(tmp_path / "b.onnx"), out,
                    data=tmp_path / "data.npz")
 
     assert report.check["inputs"].startswith("--data")
@@ -176,13 +176,13 @@ def test_usage_errors_write_nothing(tmp_path):
     (out / "keep.txt").write_text("mine")
 
     with pytest.raises(UsageError, match="already exists"):
-        check(a, a, out)
+        check_models(a, a, out)
     with pytest.raises(UsageError, match="unknown precision"):
-        check(a, a, precision="fp8")
+        check_models(a, a, precision="fp8")
     with pytest.raises(UsageError, match="unknown report format"):
-        check(a, a, tmp_path / "new", report_formats="pdf")
+        check_models(a, a, tmp_path / "new", report_formats="pdf")
     with pytest.raises(UsageError, match="--data file not found"):
-        check(a, a, data=tmp_path / "none.npz")
+        check_models(a, a, data=tmp_path / "none.npz")
 
     assert (out / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "new").exists()

@@ -1,6 +1,6 @@
 """Find the first node where a candidate model leaves the budget of a reference model.
 
-Both models run once with every intermediate tensor exposed (see check/runners.py). The
+Both models run once with every intermediate tensor exposed (see checker/runners.py). The
 tensors present on both sides, matched by name, are compared in the topological order of
 the reference; the first node with an output outside the budget is the diverging node.
 Tensors that exist on one side only (a runtime fused nodes, a converter inserted casts)
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import onnx
 
-from convertkit.check.budgets import Budget
-from convertkit.check.metrics import element_errors
+from convertkit.checker.budgets import Budget
+from convertkit.checker.metrics import element_errors
 
 if TYPE_CHECKING:
-    from convertkit.check.source_map import SourceLocation
+    from convertkit.checker.source_map import SourceLocation
 
 # How many names of uncompared tensors the report lists (the counts are always complete).
 SKIPPED_EXAMPLES = 10
@@ -41,7 +41,7 @@ class GraphNode:
 
 
 class TensorSource(Protocol):
-    """A model that can show every intermediate tensor (check/runners.py)."""
+    """A model that can show every intermediate tensor (checker/runners.py)."""
 
     label: str
 

@@ -1,4 +1,5 @@
-"""convertkit/report.py: the report's status, exit code, table and JSON."""
+"""convertkit/reports/record.py and terminal.py: the report's status, exit code, JSON and
+table."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ from dataclasses import replace
 
 import pytest
 
-from convertkit.check.budgets import Budget
-from convertkit.check.metrics import OutputMetrics
+from convertkit.checker.budgets import Budget
+from convertkit.checker.metrics import OutputMetrics
 from convertkit.errors import ConversionError, MissingDependencyError, UsageError
-from convertkit.report import (
+from convertkit.reports.record import (
     SCHEMA_VERSION,
     ArtifactResult,
     Report,
     error_record,
-    format_findings,
-    format_table,
 )
+from convertkit.reports.terminal import format_findings, format_table
 from convertkit.spec import Status
 
 SOURCE = {"text": "model.onnx", "path": "model.onnx", "module": None, "attribute": None}

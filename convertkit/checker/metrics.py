@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convertkit.check.budgets import Budget
+from convertkit.checker.budgets import Budget
 
 # Upper edges of the absolute-error histogram: exactly 0, then one bin per decade from
 # 1e-10 to 1e2, then everything larger (NaN or Inf on one side only counts there too).
