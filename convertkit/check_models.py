@@ -50,7 +50,6 @@ from convertkit.checker.localize import Localization, TensorSource, locate_diver
 from convertkit.checker.metrics import compare_outputs
 from convertkit.checker.repro import ReproError, write_repro
 from convertkit.checker.runners import (
-    OnnxFileRunner,
     OnnxTensors,
     OpenVinoTensors,
     openvino_input_specs,
@@ -61,6 +60,7 @@ from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
 from convertkit.options import ConvertOptions, options_from
 from convertkit.platforms import Artifact
+from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import load_adapter, resolve_target
 from convertkit.reports import write_reports
 from convertkit.reports.record import ArtifactResult, Report, error_record
@@ -247,7 +247,7 @@ def _resolve_reference(side: ModelRef, work: Path, options: ConvertOptions, echo
         model = load_model(side.path, load_external_data=False)
         model_specs = _merge(describe(model).input_specs(), specs, side.text)
         feeds, note = _feeds(model_specs, data_path, model)
-        with OnnxFileRunner(side.path) as runner:
+        with OrtRunner(side.path) as runner:
             outputs = _run_reference(runner, feeds, data_path, specs, model_specs)
         record.update({"precision": detect_precision(side.path).value,
                        "inputs": [s.to_dict() for s in model_specs], "outputs": list(outputs)})
@@ -289,7 +289,7 @@ def _folder_reference(side: ModelRef, record: dict[str, Any],
                          code="bad-folder")
     model_specs = describe(load_model(hub, load_external_data=False)).input_specs()
     feeds = select_data(read_data(data_path), model_specs)
-    with OnnxFileRunner(hub) as runner:
+    with OrtRunner(hub) as runner:
         outputs = runner.run(feeds)
     record["note"] = (f"with --data the reference is the folder's ONNX model {hub}, not the "
                       "source framework's recorded outputs")
@@ -331,7 +331,7 @@ def _candidates(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
     if side.kind == "onnx":
         assert path is not None
         return [_Candidate("onnx", side.text, detect_precision(path),
-                           lambda: OnnxFileRunner(path), lambda: OnnxTensors(path), path)], []
+                           lambda: OrtRunner(path), lambda: OnnxTensors(path), path)], []
     if side.kind == "openvino":
         assert path is not None
         return [_Candidate("openvino", side.text, detect_precision(path),
@@ -412,7 +412,7 @@ def _folder_candidate(target: str, path: Path, precision: Precision) -> _Candida
         if runner is not None:
             return runner
         if suffix == ".onnx":
-            return OnnxFileRunner(path)
+            return OrtRunner(path)
         if suffix == ".xml":
             return openvino_runner(path)
         return None

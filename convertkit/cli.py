@@ -169,7 +169,8 @@ def toolchains_list(as_json: bool) -> None:
     """Show each toolchain, whether it is installed, where, and its versions."""
     import json
 
-    from convertkit.toolchains import load_toolchains, toolchain_status, toolchains_dir
+    from convertkit.config import toolchains_dir
+    from convertkit.toolchains import load_toolchains, toolchain_status
 
     statuses = [toolchain_status(name) for name in load_toolchains()]
     if as_json:

@@ -1,8 +1,12 @@
-"""Every environment variable convertkit reads or sets lives here."""
+"""Every environment variable convertkit reads, or sets for itself and the frameworks it
+runs, lives here. (A toolchain step sets its own toolkit's variables, e.g. tpu-mlir's
+envsetup in toolchain_steps/sophgo.py: it runs in another environment, on another
+Python, and imports nothing of convertkit but its errors.)"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Set in every child process that runs a framework step.
 CHILD_ENVIRONMENT: dict[str, str] = {
@@ -31,6 +35,41 @@ def child_environment() -> dict[str, str]:
 # Where `convertkit toolchains install` puts NPU toolchain environments (default: the
 # user's cache folder, ~/.cache/convertkit/toolchains).
 TOOLCHAINS_DIR_VARIABLE = "CONVERTKIT_TOOLCHAINS_DIR"
+
+
+def toolchains_dir() -> Path:
+    """Where toolchain environments live: $CONVERTKIT_TOOLCHAINS_DIR, else the user's
+    cache ($XDG_CACHE_HOME or ~/.cache)."""
+    configured = os.environ.get(TOOLCHAINS_DIR_VARIABLE)
+    if configured:
+        return Path(configured).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "convertkit" / "toolchains"
+
+
+def install_environment() -> dict[str, str]:
+    """The environment pip and the probe run in while a toolchain environment is built:
+    the user's, without what would point them at the main environment."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def step_environment(root: Path) -> dict[str, str]:
+    """What a toolchain step's child sets over the child environment: that toolchain's
+    environment only, no user site-packages, no PYTHONPATH of the main environment."""
+    return {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(root)}
+
+
+# MindSpore reads glog's GLOG_v with 0 meaning DEBUG (a GLOG_v=0 left for Paddle floods
+# the log and slows graph compilation several-fold): warnings and up, set in the
+# MindSpore child only, before MindSpore is imported.
+MINDSPORE_ENVIRONMENT = {"GLOG_v": "2"}
+
+
+def quiet_mindspore() -> None:
+    os.environ.update(MINDSPORE_ENVIRONMENT)
 
 
 def is_debug() -> bool:

@@ -3,6 +3,8 @@ a stable kebab-case code and the exit code the CLI uses for it."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import ClassVar
 
 
@@ -64,3 +66,9 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
         if line:
             return line[:limit]
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"did you mean 'x'? " for the closest of ``known`` (a hint's opening), else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""

@@ -12,13 +12,12 @@ tested against ``markdown_table()``.
 from __future__ import annotations
 
 import contextlib
-import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from convertkit.errors import UsageError
+from convertkit.errors import UsageError, did_you_mean
 from convertkit.reports import REPORT_FORMATS
 from convertkit.spec import InputSpec, Precision, TargetSpec
 
@@ -346,12 +345,6 @@ def source_specific_options() -> dict[str, str]:
     """Options only some adapters take, by field name, with their flag."""
     return {spec.name: spec.flag.long_name for spec in option_fields()
             if spec.flag.source_specific}
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """"did you mean 'x'? " for the closest of ``known``, else ""."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def markdown_table() -> str:

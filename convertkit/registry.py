@@ -8,13 +8,12 @@ modules import only numpy, onnx and convertkit at top level, so loading them is 
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from convertkit.errors import UsageError
+from convertkit.errors import UsageError, did_you_mean
 from convertkit.spec import TargetSpec
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ def load_adapter(name: str) -> Adapter:
     if name not in points:
         raise UsageError(
             f"unknown framework {name!r}",
-            hint=_did_you_mean(name, points) + f"known: {', '.join(sorted(points))}",
+            hint=did_you_mean(name, points) + f"known: {', '.join(sorted(points))}",
             code="unknown-framework",
         )
     return points[name].load()()
@@ -86,7 +85,7 @@ def resolve_target(target: TargetSpec) -> type[Platform]:
         known = target_names()
         raise UsageError(
             f"unknown target {str(target)!r}",
-            hint=_did_you_mean(str(target).split("@")[0], known)
+            hint=did_you_mean(str(target).split("@")[0], known)
             + "`convertkit targets` lists every target",
             code="unknown-target",
         )
@@ -107,8 +106,3 @@ def resolve_targets(targets: Sequence[TargetSpec]) -> dict[TargetSpec, type[Plat
             target = TargetSpec(target.family, platform.name, target.device)
         resolved.setdefault(target, platform)
     return resolved
-
-
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return f"did you mean {close[0]!r}? " if close else ""

@@ -33,7 +33,12 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from convertkit.config import TOOLCHAINS_DIR_VARIABLE, is_debug
+from convertkit.config import (
+    install_environment,
+    is_debug,
+    step_environment,
+    toolchains_dir,
+)
 from convertkit.errors import ConversionError, MissingDependencyError, UsageError
 
 TOOLCHAIN_GROUP = "convertkit.toolchains"
@@ -121,15 +126,6 @@ def _load(point: EntryPoint) -> Toolchain:
                               f"cannot be loaded: {exc}",
                               hint="reinstall the package that provides it",
                               code="broken-plugin") from exc
-
-
-def toolchains_dir() -> Path:
-    """Where environments live: $CONVERTKIT_TOOLCHAINS_DIR, else the user's cache."""
-    configured = os.environ.get(TOOLCHAINS_DIR_VARIABLE)
-    if configured:
-        return Path(configured).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "convertkit" / "toolchains"
 
 
 def install_command(name: str, *, force: bool = False) -> str:
@@ -322,18 +318,11 @@ def _run(command: list[str], log, what: str) -> None:
     log.write(f"$ {' '.join(command)}\n")
     log.flush()
     done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, env=_install_environment())
+                          stdin=subprocess.DEVNULL, env=install_environment())
     if done.returncode != 0:
         raise MissingDependencyError(
             f"{what} failed (exit status {done.returncode}): {_last_error(Path(log.name))}",
             hint=f"the full output is in {log.name}", code="toolchain-install-failed")
-
-
-def _install_environment() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
 
 
 def _probe(python: str, toolchain: Toolchain, log) -> dict[str, Any]:
@@ -348,7 +337,7 @@ def _probe(python: str, toolchain: Toolchain, log) -> dict[str, Any]:
         "'python': '%d.%d.%d' % sys.version_info[:3]}))\n")
     done = subprocess.run(
         [python, "-c", script, ",".join(toolchain.packages), ",".join(toolchain.probe)],
-        capture_output=True, text=True, env=_install_environment(), timeout=600)
+        capture_output=True, text=True, env=install_environment(), timeout=600)
     log.write(done.stdout + done.stderr)
     for line in done.stdout.splitlines():
         if line.startswith("CONVERTKIT-PROBE "):
@@ -399,7 +388,7 @@ def run_step(env: ToolchainEnv, function: str, payload: dict[str, Any], *, what:
         os.symlink(_PACKAGE_DIR, Path(shim, "convertkit"))
         launcher = Path(shim, "convertkit_step.py")
         launcher.write_text("from convertkit.isolation import main\n\nmain()\n")
-        environment = {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "VIRTUAL_ENV": str(env.root)}
+        environment = step_environment(env.root)
         try:
             return run_in_child(function, payload, what=what, log_path=log_path,
                                 echo=is_debug() if echo is None else echo,

@@ -46,6 +46,7 @@ from convertkit.adapters.mindspore_repair import (
 from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
 from convertkit.adapters.python_source import load_python_object, source_mentions
 from convertkit.checker.inputs import save_arrays
+from convertkit.config import quiet_mindspore
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, UsageError, first_line
 from convertkit.spec import InputSpec, SourceRef
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 MINDIR_SUFFIX = ".mindir"
 CHECKPOINT_SUFFIX = ".ckpt"
-MINDSPORE_LOG_LEVEL = "2"  # GLOG_v for MindSpore: 0 debug, 1 info, 2 warning, 3 error
 # mind_ir.proto's TensorProto.DataType names, lower-cased, to numpy dtype names.
 _MINDIR_DTYPES = {"float": "float32", "float16": "float16", "double": "float64",
                   "float64": "float64", "float32": "float32", "bfloat16": "bfloat16",
@@ -149,9 +149,7 @@ def _work_in_scratch_folder(request: LowerRequest) -> LowerRequest:
 
 def _import_mindspore():
     if "mindspore" not in sys.modules:
-        # MindSpore reads glog's GLOG_v with 0 meaning DEBUG (a GLOG_v=0 left for Paddle
-        # floods the log and slows graph compilation several-fold): warnings and up.
-        os.environ["GLOG_v"] = MINDSPORE_LOG_LEVEL  # noqa: SIM112 (its name, case and all)
+        quiet_mindspore()
     mindspore = require("mindspore", name="MindSpore", extra="mindspore")
     if hasattr(mindspore, "set_device"):
         mindspore.set_device("CPU")

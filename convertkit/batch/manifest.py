@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from convertkit.dependencies import require
-from convertkit.errors import ConvertkitError, UsageError
-from convertkit.options import ConvertOptions, did_you_mean, option_field, option_fields
+from convertkit.errors import ConvertkitError, UsageError, did_you_mean
+from convertkit.options import ConvertOptions, option_field, option_fields
 from convertkit.registry import resolve_target
 from convertkit.spec import SourceRef, TargetSpec
 

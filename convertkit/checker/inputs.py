@@ -116,6 +116,27 @@ def embedding_limits(model: onnx.ModelProto) -> dict[str, int]:
     return limits
 
 
+def cast_feeds(feeds: Mapping[str, np.ndarray],
+               wanted: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The feeds of the inputs a model takes (``wanted``: input name -> numpy dtype name,
+    "" when unknown), each cast to its input's dtype where both are floating point or
+    both are not: one set of fp32 check inputs feeds an fp16 model too, int64 token ids
+    an int32 input. Feeds the model does not take are left out."""
+    cast = {}
+    for name, value in feeds.items():
+        if name not in wanted:
+            continue
+        value = np.asarray(value)
+        try:
+            target = np.dtype(wanted[name])
+        except TypeError:
+            cast[name] = value
+            continue
+        same_kind = np.issubdtype(value.dtype, np.floating) == np.issubdtype(target, np.floating)
+        cast[name] = value.astype(target) if same_kind and value.dtype != target else value
+    return cast
+
+
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)

@@ -162,14 +162,15 @@ def _verify(folder: Path, candidate_file: str, outputs: list[str],
             budget: Budget) -> tuple[bool, str]:
     """Run both subgraphs on the saved inputs: does the mismatch show on its own?"""
     from convertkit.checker.inputs import load_arrays
-    from convertkit.checker.runners import OnnxFileRunner, openvino_runner
+    from convertkit.checker.runners import openvino_runner
+    from convertkit.platforms.ort_runner import OrtRunner
 
     feeds = load_arrays(folder / INPUTS_FILE)
     try:
-        with OnnxFileRunner(folder / REFERENCE_FILE) as runner:
+        with OrtRunner(folder / REFERENCE_FILE) as runner:
             expected = runner.run(feeds)
         candidate_path = folder / candidate_file
-        runner_class = openvino_runner if candidate_path.suffix == ".xml" else OnnxFileRunner
+        runner_class = openvino_runner if candidate_path.suffix == ".xml" else OrtRunner
         with runner_class(candidate_path) as runner:
             actual = runner.run(feeds)
     except ConvertkitError as exc:

@@ -9,7 +9,7 @@ exposed for localisation.
   functions. Exposing outputs in OpenVINO can block fusions, which is why the localiser
   compares the exposed run's final outputs with the plain run's and says when they differ.
 
-Feeds are cast to each input's dtype when both are floating point (or both integer): one
+Feeds are cast to each input's dtype when both are floating point (or both not): one
 set of fp32 check inputs feeds an fp16 model too.
 """
 
@@ -27,56 +27,7 @@ from convertkit.checker.source_map import SourceLocation, locate
 from convertkit.dependencies import require
 from convertkit.ir.expose import with_every_output
 from convertkit.ir.io import load_model, save_model
-from convertkit.ir.runtime import open_session, run_session, session_options
-
-_ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
-    "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
-
-
-def cast_feeds(feeds: Mapping[str, np.ndarray],
-               wanted: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """``feeds`` for the inputs named in ``wanted`` (name -> numpy dtype name), cast where
-    the kinds agree (float to float, int to int); other feeds pass unchanged."""
-    cast = {}
-    for name, value in feeds.items():
-        if name not in wanted:
-            continue
-        dtype = wanted[name]
-        try:
-            target = np.dtype(dtype)
-        except TypeError:
-            cast[name] = value
-            continue
-        both_float = (np.issubdtype(value.dtype, np.floating)
-                      and np.issubdtype(target, np.floating))
-        both_int = np.issubdtype(value.dtype, np.integer) and np.issubdtype(target, np.integer)
-        same_kind = both_float or both_int
-        cast[name] = value.astype(target) if same_kind and value.dtype != target else value
-    return cast
-
-
-class OnnxFileRunner:
-    """An ONNX model in ONNX Runtime (CPU, no graph optimisation)."""
-
-    def __init__(self, model_path: Path) -> None:
-        self.model_path = model_path
-        self._session = None
-
-    def __enter__(self) -> OnnxFileRunner:
-        self._session = open_session(self.model_path, session_options("ORT_DISABLE_ALL"))
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._session = None
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        assert self._session is not None, "use the runner inside a with block"
-        wanted = {i.name: _ORT_TYPES.get(i.type, "") for i in self._session.get_inputs()}
-        return run_session(self._session, cast_feeds(feeds, wanted))
+from convertkit.platforms.ort_runner import OrtRunner
 
 
 class OnnxTensors:
@@ -130,7 +81,7 @@ class OnnxTensors:
         with tempfile.TemporaryDirectory(prefix="convertkit-localize-") as scratch:
             exposed = Path(scratch, "exposed.onnx")
             save_model(with_every_output(self.model), exposed)
-            with OnnxFileRunner(exposed) as runner:
+            with OrtRunner(exposed) as runner:
                 values = runner.run(feeds)
         return {**{k: v for k, v in feeds.items() if k in self.graph_inputs()},
                 **{k: v for k, v in values.items() if isinstance(v, np.ndarray)}}

@@ -8,13 +8,12 @@ calibrate worse than real ones, and the platforms say so in their notes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from convertkit.checker.inputs import load_arrays
+from convertkit.checker.inputs import cast_feeds, load_arrays
 from convertkit.errors import ConversionError
 from convertkit.platforms import BuildOptions
 
@@ -38,7 +37,7 @@ def calibration_samples(options: BuildOptions, model_path: Path,
         return [generate_feeds(describe(model).input_specs(), model)]
     arrays = load_arrays(options.calibration_path)
     initializers = {t.name for t in model.graph.initializer}
-    wanted = {i.name: i.type.tensor_type.elem_type for i in model.graph.input
+    wanted = {i.name: _dtype_name(i.type.tensor_type.elem_type) for i in model.graph.input
               if i.name not in initializers}
     missing = sorted(set(wanted) - set(arrays))
     if missing:
@@ -47,7 +46,7 @@ def calibration_samples(options: BuildOptions, model_path: Path,
             hint="name each array in the .npz after the model input it feeds",
             code="no-calibration-data",
         )
-    return [cast_to_onnx_types(arrays, wanted)]
+    return [cast_feeds(arrays, wanted)]
 
 
 def calibration_notes(options: BuildOptions) -> tuple[str, ...]:
@@ -59,18 +58,9 @@ def calibration_notes(options: BuildOptions) -> tuple[str, ...]:
     return (GENERATED_CALIBRATION_NOTE,)
 
 
-def cast_to_onnx_types(arrays: Mapping[str, np.ndarray],
-                       wanted: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """The arrays named in ``wanted`` (input name -> ONNX element type), cast where both
-    are floating point or both are not."""
-    feeds = {}
-    for name, elem_type in wanted.items():
-        value = np.asarray(arrays[name])
-        try:
-            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-        except (KeyError, TypeError, ValueError):
-            feeds[name] = value
-            continue
-        same_kind = (np.issubdtype(value.dtype, np.floating) == np.issubdtype(target, np.floating))
-        feeds[name] = value.astype(target) if same_kind and value.dtype != target else value
-    return feeds
+def _dtype_name(elem_type: int) -> str:
+    """numpy's name for an ONNX element type ("" for one numpy lacks)."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        return ""

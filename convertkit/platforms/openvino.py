@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convertkit.checker.inputs import save_arrays
+from convertkit.checker.inputs import cast_feeds, save_arrays
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, first_line
 from convertkit.ir.info import OnnxInfo
@@ -224,20 +224,14 @@ class OpenVinoRunner(Runner):
                                   code="runtime-load-failed") from exc
         self._input_types = {}
         for port in self._compiled.inputs:
-            try:
-                dtype = np.dtype(port.get_element_type().to_dtype()).name
-            except (TypeError, RuntimeError):
-                dtype = ""
             for name in port.get_names():
-                self._input_types[name] = dtype
+                self._input_types[name] = _dtype_name(port.get_element_type())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._compiled = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from convertkit.checker.runners import cast_feeds
-
         assert self._compiled is not None, "use the runner inside a with block"
         try:
             results = self._compiled(cast_feeds(feeds, self._input_types))
@@ -294,8 +288,6 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _quantize_with_nncf(model, payload: dict[str, Any]):
-    from convertkit.platforms.calibration import cast_to_onnx_types
-
     nncf = require("nncf", name="NNCF", extra="openvino", needed_for="OpenVINO int8 needs it")
     from convertkit.checker.inputs import load_arrays
 
@@ -307,8 +299,8 @@ def _quantize_with_nncf(model, payload: dict[str, Any]):
             raise ConversionError(f"int8 calibration: the sample inputs have no array for {name}",
                                   hint="name each array in the .npz after the model input",
                                   code="no-calibration-data")
-        types[name] = _onnx_elem_type(port.get_element_type())
-    samples = [cast_to_onnx_types(arrays, types)]
+        types[name] = _dtype_name(port.get_element_type())
+    samples = [cast_feeds(arrays, types)]
     options: dict[str, Any] = {"subset_size": len(samples)}
     if payload.get("transformer"):
         options["model_type"] = nncf.ModelType.TRANSFORMER
@@ -322,13 +314,12 @@ def _quantize_with_nncf(model, payload: dict[str, Any]):
                               ) from exc
 
 
-def _onnx_elem_type(element_type) -> int:
-    from onnx import helper
-
+def _dtype_name(element_type) -> str:
+    """numpy's name for an OpenVINO element type ("" for one numpy lacks)."""
     try:
-        return helper.np_dtype_to_tensor_dtype(np.dtype(element_type.to_dtype()))
-    except (TypeError, RuntimeError, KeyError, ValueError):
-        return 0
+        return np.dtype(element_type.to_dtype()).name
+    except (TypeError, RuntimeError):
+        return ""
 
 
 def _version(module: str) -> str:

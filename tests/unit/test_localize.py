@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.checker.budgets import Budget
 from convertkit.checker.localize import locate_divergence, topological_order
-from convertkit.checker.runners import OnnxFileRunner, OnnxTensors
+from convertkit.checker.runners import OnnxTensors
+from convertkit.platforms.ort_runner import OrtRunner
 
 FP32 = Budget(atol=1e-4, rtol=1e-3)
 RNG = np.random.default_rng(0)
@@ -128,7 +129,7 @@ def test_topological_order_keeps_sorted_graphs_as_they_are(tmp_path):
 
 def test_exposing_outputs_keeps_the_models_results(tmp_path):
     path = _mlp(tmp_path / "a.onnx")
-    with OnnxFileRunner(path) as runner:
+    with OrtRunner(path) as runner:
         plain = runner.run(FEEDS)
 
     exposed = OnnxTensors(path).run_all(FEEDS)
@@ -139,7 +140,7 @@ def test_exposing_outputs_keeps_the_models_results(tmp_path):
 
 def test_a_changed_output_under_exposure_is_reported(tmp_path):
     path = _mlp(tmp_path / "a.onnx")
-    with OnnxFileRunner(path) as runner:
+    with OrtRunner(path) as runner:
         plain = runner.run(FEEDS)
     plain["y"] = plain["y"] + 1.0
 
@@ -156,7 +157,7 @@ def test_fp16_feeds_are_cast_to_the_models_input_type(tmp_path):
     path = tmp_path / "half.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
-    with OnnxFileRunner(path) as runner:
+    with OrtRunner(path) as runner:
         outputs = runner.run({"x": np.array([-1.0, 2.0], dtype=np.float32)})
 
     assert outputs["y"].dtype == np.float16

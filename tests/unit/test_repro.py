@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from convertkit.checker.budgets import Budget
 from convertkit.checker.localize import locate_divergence
 from convertkit.checker.repro import write_repro
-from convertkit.checker.runners import OnnxFileRunner, OnnxTensors
+from convertkit.checker.runners import OnnxTensors
+from convertkit.platforms.ort_runner import OrtRunner
 
 FP32 = Budget(atol=1e-4, rtol=1e-3)
 RNG = np.random.default_rng(0)
@@ -90,9 +91,9 @@ def test_the_subgraph_of_a_compute_node_takes_the_activations_as_inputs(tmp_path
     assert [n.name for n in sub.graph.node] == ["scale_const", "weight", "mm2"]
     saved = np.load(folder / "inputs.npz")
     np.testing.assert_array_equal(saved["h2"], ref_values["h2"])
-    with OnnxFileRunner(folder / "reference.onnx") as runner:
+    with OrtRunner(folder / "reference.onnx") as runner:
         expected = runner.run(dict(saved))["y"]
-    with OnnxFileRunner(folder / "candidate.onnx") as runner:
+    with OrtRunner(folder / "candidate.onnx") as runner:
         actual = runner.run(dict(saved))["y"]
     np.testing.assert_allclose(actual, expected * 1.5, rtol=1e-5)
     assert repro.reproduced
