@@ -7,16 +7,20 @@ commands that need them, never at start-up, so `--help` stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
+import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from convertkit import __version__
 from convertkit.config import is_debug
-from convertkit.errors import ConvertkitError, UsageError
+from convertkit.errors import ConvertkitError, InternalError, UsageError
 from convertkit.options import option_fields
 
 if TYPE_CHECKING:
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 EXIT_CODES_HELP = """Exit codes: 0 every artifact built and passed its check; 1 a numerical
 check failed; 2 bad usage or unreadable input; 3 the conversion failed; 4 a needed
 framework or toolchain is missing; 5 convertkit itself failed (a bug: the message names
-the log with the traceback). When several apply: the first of 2, 4, 3, 1."""
+the log with the traceback). When several apply: the first of 2, 5, 4, 3, 1."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -53,6 +57,17 @@ def conversion_options(command: str) -> Callable[[F], F]:
     return decorate
 
 
+def output_folder_option(*, required: bool, help: str) -> Callable[[F], F]:
+    """-o/--out; the folder is remembered for the crash log of an unexpected failure."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        _OUTPUT_FOLDER["out"] = Path(value) if value else None
+        return value
+
+    return click.option("-o", "--out", "out", required=required, type=click.Path(),
+                        callback=remember, help=help)
+
+
 def run_options(function: F) -> F:
     """--force and --debug, for the commands that write an output folder."""
     function = click.option("--debug", is_flag=True,
@@ -71,8 +86,7 @@ def cli() -> None:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("source")
-@click.option("-o", "--out", "out", required=True, type=click.Path(),
-              help="Output folder, written whole or not at all.")
+@output_folder_option(required=True, help="Output folder, written whole or not at all.")
 @conversion_options("convert")
 @run_options
 def convert(source: str, out: str, force: bool, debug: bool, **values: Any) -> None:
@@ -95,9 +109,8 @@ def convert(source: str, out: str, force: bool, debug: bool, **values: Any) -> N
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("reference")
 @click.argument("candidate")
-@click.option("-o", "--out", "out", type=click.Path(),
-              help="Output folder for the reports and repro/, written whole or not at all. "
-              "Without it nothing is written.")
+@output_folder_option(required=False, help="Output folder for the reports and repro/, "
+                      "written whole or not at all. Without it nothing is written.")
 @conversion_options("check")
 @run_options
 def check(reference: str, candidate: str, out: str | None, force: bool, debug: bool,
@@ -239,14 +252,15 @@ def inspect(source: str, as_json: bool, debug: bool, **values: Any) -> None:
 
 BATCH_EXIT_CODES_HELP = """Exit codes: 0 every job passed; 1 a numerical check failed;
 2 the manifest or the command is wrong (nothing ran); 3 a job failed to convert (unsupported
-op, shape, crash, timeout, ...); 4 a job's framework or toolchain is missing. When several
-apply: the first of 2, 4, 3, 1."""
+op, shape, crash, timeout, ...); 4 a job's framework or toolchain is missing; 5 convertkit
+itself failed in a job or in the batch (a bug). When several apply: the first of 2, 5, 4,
+3, 1."""
 
 
 @cli.command(epilog=BATCH_EXIT_CODES_HELP)
 @click.argument("manifest", type=click.Path())
-@click.option("-o", "--out", "out", required=True, type=click.Path(),
-              help="Output folder: jobs/NAME per job, summary.json, summary.html, junit.xml.")
+@output_folder_option(required=True, help="Output folder: jobs/NAME per job, summary.json, "
+                      "summary.html, junit.xml.")
 @click.option("-j", "--jobs", "parallel", type=click.IntRange(min=1),
               help="Jobs run at once (local default: the number of cores; ray: no limit).")
 @click.option("--executor", type=click.Choice(("local", "ray")), default="local",
@@ -341,3 +355,34 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: one line, the traceback in a file, its own code
+        if debug:
+            traceback.print_exc()
+        error = InternalError.from_exception(exc, str(_write_crash_log()))
+        _print_error(error.message, error.hint)
+        sys.exit(error.exit_code)
+
+
+def _write_crash_log() -> Path:
+    """The traceback of the exception being handled, in OUT/logs/ when the command's
+    output folder exists (a batch's, or one written earlier), else in a temp file."""
+    out = _OUTPUT_FOLDER.get("out")
+    folder = out / "logs" if out is not None and out.is_dir() else None
+    text = f"$ convertkit {' '.join(sys.argv[1:])}\nconvertkit {__version__}\n\n"
+    text += traceback.format_exc()
+    if folder is not None:
+        try:
+            folder.mkdir(exist_ok=True)
+            path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    handle, name = tempfile.mkstemp(prefix="convertkit-crash-", suffix=".log")
+    with os.fdopen(handle, "w") as log:
+        log.write(text)
+    return Path(name)
+
+
+# The output folder of the running command, for the crash log (output_folder_option).
+_OUTPUT_FOLDER: dict[str, Path | None] = {}

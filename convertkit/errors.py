@@ -1,5 +1,10 @@
 """Error classes. Each carries a one-line message (the problem), a hint (the fix),
-a stable kebab-case code and the exit code the CLI uses for it."""
+a stable kebab-case code and the exit code the CLI uses for it:
+
+    0 everything built and passed its check     3 the conversion failed (ConversionError)
+    1 a numerical check failed (not an error)   4 a framework or toolchain is missing
+    2 bad usage or unreadable input             5 convertkit itself failed (a bug)
+"""
 
 from __future__ import annotations
 
@@ -53,8 +58,29 @@ class MissingDependencyError(ConvertkitError):
     default_code = "missing-dependency"
 
 
+class InternalError(ConvertkitError):
+    """convertkit itself failed: an exception no step expected (a bug). Never raised on
+    purpose; the CLI and batch jobs turn such exceptions into it, with the traceback in
+    a log file."""
+
+    exit_code = 5
+    default_code = "internal-error"
+
+    @staticmethod
+    def from_exception(exc: BaseException, log_path: str) -> InternalError:
+        return InternalError(
+            f"convertkit failed unexpectedly: {type(exc).__name__}: {first_line(exc)}",
+            hint=f"this is a bug in convertkit; the traceback is in {log_path} "
+                 "(please report it with that file)")
+
+
+# The order in which exit codes decide when several apply: a usage error stops
+# everything, then a bug, a missing toolchain, a failed build, a failed check.
+EXIT_CODE_PRECEDENCE = (2, 5, 4, 3, 1)
+
 _ERROR_TYPES: dict[str, type[ConvertkitError]] = {
-    cls.__name__: cls for cls in (UsageError, ConversionError, MissingDependencyError)
+    cls.__name__: cls for cls in (UsageError, ConversionError, MissingDependencyError,
+                                  InternalError)
 }
 
 

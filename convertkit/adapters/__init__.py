@@ -206,12 +206,20 @@ def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, mode
             f"{', '.join(parameters) or 'x'}), e.g. -i x:1x3x224x224, or pass --data FILE.npz",
             code="inputs-required")
     unknown = [s.name for s in specs if parameters and s.name not in parameters]
-    if unknown:
+    if unknown and not is_renamed_single_input(specs, parameters):
         raise UsageError(
             f"input(s) {', '.join(unknown)} are not parameters of {method}("
             f"{', '.join(parameters)})",
             hint=f"name -i inputs after {method}'s parameters", code="unknown-input")
     return specs
+
+
+def is_renamed_single_input(specs: Sequence[InputSpec], parameters: Sequence[str]) -> bool:
+    """Whether a method of one parameter is given one input under another name. It takes
+    it (``nn.Sequential``'s forward calls its parameter ``input``; exporters can name the
+    ONNX input anything): the model is called positionally and the ONNX input carries the
+    name given with -i."""
+    return len(parameters) == 1 and len(specs) == 1 and specs[0].name != parameters[0]
 
 
 def merge_specs(declared: Sequence[InputSpec], user: Sequence[InputSpec],

@@ -32,6 +32,7 @@ from convertkit.adapters import (
     Adapter,
     Lowered,
     LowerRequest,
+    is_renamed_single_input,
     make_check_feeds,
     merge_specs,
     specs_from_request,
@@ -339,7 +340,7 @@ def _input_specs(loaded: _LoadedModel, request: LowerRequest) -> list[InputSpec]
         return specs
     specs = specs_from_request(request, loaded.parameter_names, model="a MindSpore Cell",
                                method="construct")
-    if loaded.parameter_names:
+    if loaded.parameter_names and not is_renamed_single_input(specs, loaded.parameter_names):
         order = {name: index for index, name in enumerate(loaded.parameter_names)}
         specs.sort(key=lambda s: order[s.name])
         missing = [n for n in loaded.parameter_names[:len(specs)] if n not in

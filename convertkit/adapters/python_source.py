@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import re
@@ -29,7 +30,7 @@ def source_file(source: SourceRef) -> Path | None:
 
 
 def source_mentions(source: SourceRef, packages: Iterable[str]) -> bool:
-    """Whether the source's file imports any of ``packages`` (read as text, not imported)."""
+    """Whether the source's file imports any of ``packages``: read and parsed, never run."""
     path = source_file(source)
     if path is None or not path.is_file():
         return False
@@ -37,8 +38,28 @@ def source_mentions(source: SourceRef, packages: Iterable[str]) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
-    names = "|".join(re.escape(p) for p in packages)
-    return re.search(rf"^\s*(?:import|from)\s+(?:{names})\b", text, re.MULTILINE) is not None
+    return not imported_packages(text).isdisjoint(packages)
+
+
+def imported_packages(text: str) -> set[str]:
+    """The top-level package of every module a Python file imports (``import os, torch``,
+    ``from keras import layers``, imports inside functions too). A file that does not
+    parse is read line by line."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        packages = set(re.findall(r"^\s*from\s+([A-Za-z_]\w*)", text, re.MULTILINE))
+        for names in re.findall(r"^\s*import\s+([\w., ]+)", text, re.MULTILINE):
+            packages.update(name.split()[0].partition(".")[0] for name in names.split(",")
+                            if name.strip())
+        return packages
+    packages = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            packages.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            packages.add(node.module.partition(".")[0])
+    return packages
 
 
 def load_python_object(source: SourceRef) -> Any:

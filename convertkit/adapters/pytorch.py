@@ -10,13 +10,19 @@ from __future__ import annotations
 import inspect
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds
+from convertkit.adapters import (
+    Adapter,
+    Lowered,
+    LowerRequest,
+    is_renamed_single_input,
+    make_check_feeds,
+)
 from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.python_source import load_python_object, source_mentions
 from convertkit.checker.inputs import save_arrays
@@ -65,6 +71,8 @@ class PyTorchAdapter(Adapter):
         torch = _import_torch()
         loaded = _load(request, torch)
         specs = _input_specs(loaded, request)
+        if is_renamed_single_input(specs, loaded.parameter_names):
+            loaded = replace(loaded, parameter_names=[])  # called positionally
         example = _to_tensors(make_check_feeds(request, specs, None), torch)
         output_names = _output_names(_run(loaded, example, specs, request))
 

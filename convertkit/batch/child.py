@@ -27,7 +27,7 @@ def main(payload_path: str, result_path: str) -> int:
     _die_with_parent(payload["parent_pid"])
 
     from convertkit.batch.manifest import ConversionSpec
-    from convertkit.errors import ConvertkitError, UsageError
+    from convertkit.errors import ConvertkitError, InternalError, UsageError
     from convertkit.pipeline import convert
     from convertkit.reports.record import error_record
     from convertkit.reports.terminal import format_table
@@ -50,6 +50,11 @@ def main(payload_path: str, result_path: str) -> int:
                                        "message": "the job ran out of memory (MemoryError)",
                                        "hint": ""}})
         return 3
+    except Exception as exc:  # a bug in convertkit: its traceback goes to the job's log
+        traceback.print_exc()
+        error = InternalError.from_exception(exc, "the job's log (logs/NAME.log)")
+        _write(result_path, {"error": error_record(error)})
+        return error.exit_code
     if report.artifacts:
         print(format_table(report))
     print(f"status: {report.status}   report: {payload['out']}/report.json", flush=True)

@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from convertkit.errors import first_line
+
 
 class JobStatus(enum.StrEnum):
     PASS = "pass"  # every artifact built and, where it can run here, passed its check
@@ -32,6 +34,7 @@ class FailureClass(enum.StrEnum):
     OUT_OF_MEMORY = "out-of-memory"
     CRASH = "crash"
     CONVERSION = "conversion"  # any other exporter or compiler error
+    INTERNAL = "internal"  # convertkit itself failed: a bug
 
     @property
     def label(self) -> str:
@@ -43,12 +46,10 @@ class FailureClass(enum.StrEnum):
 
     @property
     def exit_code(self) -> int:
-        """The batch exit code this class asks for (the batch takes the first of 4, 3, 1)."""
-        if self == FailureClass.TOOLCHAIN_MISSING:
-            return 4
-        if self == FailureClass.NUMERIC_MISMATCH:
-            return 1
-        return 3
+        """The batch exit code this class asks for (the batch takes the first of 5, 4, 3,
+        1: errors.EXIT_CODE_PRECEDENCE)."""
+        return {FailureClass.TOOLCHAIN_MISSING: 4, FailureClass.NUMERIC_MISMATCH: 1,
+                FailureClass.INTERNAL: 5}.get(self, 3)
 
 
 _HINTS = {
@@ -70,6 +71,8 @@ _HINTS = {
     "(logs/NAME.log and the job's logs/export.log) has the last words",
     FailureClass.CONVERSION: "the exporter or compiler failed: the job's report.json and "
     "logs/export.log say why",
+    FailureClass.INTERNAL: "convertkit itself failed (a bug): the job's log (logs/NAME.log) "
+    "holds the traceback; please report it",
 }
 
 # Error codes (errors.py `code`) by class; codes not listed fall back on their exit code.
@@ -84,11 +87,14 @@ CODE_CLASSES: dict[str, FailureClass] = {
                      "missing-external-data", "output-exists", "output-holds-input",
                      "bad-folder", "bad-budget-file", "unknown-target", "bad-target",
                      "bad-precision", "bad-report-format", "usage", "not-torchscript",
+                     "bad-option", "unknown-option", "option-not-applicable",
+                     "precision-unsupported",
                      "bad-torchscript", "bad-pt2", "corrupt-onnx"), FailureClass.ENVIRONMENT),
     **dict.fromkeys(("child-crashed", "framework-exit", "factory-failed", "job-crashed"),
                     FailureClass.CRASH),
     "timeout": FailureClass.TIMEOUT,
     "out-of-memory": FailureClass.OUT_OF_MEMORY,
+    "internal-error": FailureClass.INTERNAL,
 }
 
 _MAY_HIDE_MEMORY = (FailureClass.CRASH, FailureClass.CONVERSION, FailureClass.UNSUPPORTED_OP,
@@ -146,7 +152,8 @@ def class_of_error(error: dict[str, Any], log_text: str = "") -> FailureClass:
     # "rejected" by a forward that could not allocate, or even an ImportError ("not
     # installed") when a framework's libraries cannot be mapped.
     message = str(error.get("message", ""))
-    if failure not in (FailureClass.TIMEOUT, FailureClass.ENVIRONMENT) and (
+    if failure not in (FailureClass.TIMEOUT, FailureClass.ENVIRONMENT,
+                       FailureClass.INTERNAL) and (
             _MEMORY_PATTERNS.search(message) or (failure in _MAY_HIDE_MEMORY and
                                                  _MEMORY_PATTERNS.search(log_text))):
         failure = FailureClass.OUT_OF_MEMORY
@@ -169,7 +176,7 @@ def outcome_from_report(name: str, report: dict[str, Any], duration_s: float,
         failure = class_of_error(error, log_text)
         where = f"{error['target']}: " if error.get("target") else ""
         return JobOutcome(status=JobStatus.ERROR, failure=failure,
-                          message=where + _one_line(error.get("message", "")),
+                          message=where + first_line(error.get("message", "")),
                           hint=_hint(error, failure), code=error.get("code"), **common)
     failed = [a for a in report.get("artifacts", []) if a.get("status") == "fail"]
     if failed:
@@ -190,7 +197,7 @@ def outcome_from_error(name: str, error: dict[str, Any], duration_s: float,
     (a usage error) or one made up from how the process ended."""
     failure = class_of_error(error, log_text)
     return JobOutcome(name=name, status=JobStatus.ERROR, failure=failure,
-                      message=_one_line(error.get("message", "")),
+                      message=first_line(error.get("message", "")),
                       hint=_hint(error, failure), code=error.get("code"),
                       duration_s=duration_s)
 
@@ -199,7 +206,7 @@ def _hint(error: dict[str, Any], failure: FailureClass) -> str:
     """The error's own hint, unless the class overrides what the error thought it was."""
     if failure in (FailureClass.OUT_OF_MEMORY, FailureClass.TIMEOUT) or not error.get("hint"):
         return failure.hint
-    return _one_line(error["hint"])
+    return first_line(error["hint"])
 
 
 def _mismatch(artifact: dict[str, Any]) -> str:
@@ -211,8 +218,3 @@ def _mismatch(artifact: dict[str, Any]) -> str:
 
 def _number(value: Any) -> str:
     return "-" if value is None else f"{value:.2e}"
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""

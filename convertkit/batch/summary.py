@@ -21,6 +21,7 @@ from typing import Any
 from convertkit.batch.cache import write_atomically
 from convertkit.batch.classify import FailureClass, JobOutcome, JobStatus
 from convertkit.batch.jobs import JOBS_DIR, LOGS_DIR
+from convertkit.errors import EXIT_CODE_PRECEDENCE
 
 SUMMARY_SCHEMA = 1
 SUMMARY_FILES = ("summary.json", "summary.html", "junit.xml")
@@ -51,7 +52,7 @@ class BatchSummary:
     @property
     def exit_code(self) -> int:
         codes = {o.exit_code for o in self.outcomes}
-        return next((code for code in (4, 3, 1) if code in codes), 0)
+        return next((code for code in EXIT_CODE_PRECEDENCE if code in codes), 0)
 
     @property
     def status(self) -> str:

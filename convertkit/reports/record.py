@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from convertkit.checker.budgets import Budget
 from convertkit.checker.metrics import OutputMetrics
-from convertkit.errors import ConvertkitError
+from convertkit.errors import EXIT_CODE_PRECEDENCE, ConvertkitError
 from convertkit.spec import Status
 
 if TYPE_CHECKING:
@@ -78,16 +78,13 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 all passed; else the first of 2, 4, 3, 1 that applies (DESIGN.md)."""
+        """0 all passed; else the first of EXIT_CODE_PRECEDENCE that applies (errors.py)."""
         codes = {e["exit_code"] for e in self._errors()}
         if any(a.status == Status.ERROR and a.error is None for a in self.artifacts):
             codes.add(3)
         if any(a.status == Status.FAIL for a in self.artifacts):
             codes.add(1)
-        for code in (2, 4, 3, 1):
-            if code in codes:
-                return code
-        return 0
+        return next((code for code in EXIT_CODE_PRECEDENCE if code in codes), 0)
 
     def _errors(self) -> list[dict[str, Any]]:
         errors = [a.error for a in self.artifacts if a.error is not None]

@@ -31,8 +31,9 @@ def _summary(*outcomes: JobOutcome) -> BatchSummary:
     ((FailureClass.NUMERIC_MISMATCH, FailureClass.CRASH), 3),
     ((FailureClass.TIMEOUT, FailureClass.ENVIRONMENT), 3),
     ((FailureClass.CRASH, FailureClass.TOOLCHAIN_MISSING, FailureClass.NUMERIC_MISMATCH), 4),
+    ((FailureClass.TOOLCHAIN_MISSING, FailureClass.INTERNAL, FailureClass.CRASH), 5),
 ])
-def test_exit_code_is_the_first_of_4_3_1(failures, expected) -> None:
+def test_exit_code_is_the_first_of_5_4_3_1(failures, expected) -> None:
     summary = _summary(_outcome("good"), *(_outcome(f"j{i}", f) for i, f in
                                            enumerate(failures)))
 

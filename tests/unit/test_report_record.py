@@ -10,7 +10,12 @@ import pytest
 
 from convertkit.checker.budgets import Budget
 from convertkit.checker.metrics import OutputMetrics
-from convertkit.errors import ConversionError, MissingDependencyError, UsageError
+from convertkit.errors import (
+    ConversionError,
+    InternalError,
+    MissingDependencyError,
+    UsageError,
+)
 from convertkit.reports.record import (
     SCHEMA_VERSION,
     ArtifactResult,
@@ -35,6 +40,9 @@ MISSING = error_record(MissingDependencyError("no openvino"))
 CONVERSION = error_record(ConversionError("unsupported op"))
 
 
+INTERNAL = error_record(InternalError.from_exception(KeyError("k"), "crash.log"))
+
+
 def test_error_record_carries_the_exit_code():
     assert USAGE["exit_code"] == 2
     assert MISSING["exit_code"] == 4
@@ -57,6 +65,8 @@ def test_error_record_carries_the_exit_code():
          "error"),
         ([], CONVERSION, 3, "error"),
         ([], USAGE, 2, "error"),
+        ([_artifact("gpu", Status.ERROR, MISSING), _artifact("ov", Status.ERROR, INTERNAL)],
+         None, 5, "error"),
     ],
 )
 def test_exit_code_precedence_and_status(artifacts, report_error, exit_code, status):

@@ -150,7 +150,7 @@ def test_sys_exit_inside_the_exporter_is_exit_3_not_a_dead_cli(cli, tmp_path: Pa
         ([f"{MODELS}:no_such_name", "-i", "x:1x3"], "no attribute 'no_such_name'"),
         ([f"{MODELS}:small_cnn", "-i", "x:1x5x16x16"], "rejects inputs"),
         ([f"{MODELS}:small_cnn"], "-i NAME:DIMS"),
-        ([f"{MODELS}:small_cnn", "-i", "image:1x3x16x16"], "not parameters of forward"),
+        ([f"{MODELS}:tiny_bert", "-i", "pixels:1x12:int64"], "not parameters of forward"),
     ],
 )
 def test_bad_model_inputs_exit_2_without_output(cli, tmp_path: Path, args, needle) -> None:
@@ -161,6 +161,25 @@ def test_bad_model_inputs_exit_2_without_output(cli, tmp_path: Path, args, needl
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))  # no staging folder left behind
+
+
+def test_a_one_input_module_takes_any_input_name(cli, tmp_path: Path) -> None:
+    """nn.Sequential's forward calls its parameter `input`; `-i x:...` names the ONNX input
+    x. The file imports torch on one line with another module: detected all the same."""
+    import onnx
+
+    (tmp_path / "seq.py").write_text(
+        "import os, torch\n\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())\n")
+
+    result = cli("convert", f"{tmp_path / 'seq.py'}:build", "-i", "x:batchx4",
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.report["source"]["framework"] == "pytorch"
+    assert result.report["source"]["inputs"][0]["name"] == "x"
+    model = onnx.load(str(tmp_path / "out/onnx/model.onnx"))
+    assert [i.name for i in model.graph.input] == ["x"]
 
 
 def test_weights_that_do_not_fit_exit_2(cli, tmp_path: Path) -> None:
