@@ -1,4 +1,4 @@
-"""convertkit/adapters/paddle.py: the parts that need no Paddle (detection, reading
+"""convertkit/adapters/paddle/: the parts that need no Paddle (detection, reading
 program and parameter files, naming unsupported operators, renaming ONNX values)."""
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from convertkit.adapters.paddle import (
+from convertkit.adapters.paddle import PaddleAdapter
+from convertkit.adapters.paddle.export import rename_onnx
+from convertkit.adapters.paddle.model_files import (
     InferenceModel,
-    OperatorSite,
-    PaddleAdapter,
-    TensorDecl,
-    check_params_belong,
     find_inference_model,
-    input_specs_from,
     is_pir_json,
+)
+from convertkit.adapters.paddle.params_file import check_params_belong, read_params_file
+from convertkit.adapters.paddle.pir_program import read_pir_program
+from convertkit.adapters.paddle.program import OperatorSite, TensorDecl, input_specs_from
+from convertkit.adapters.paddle.unsupported import (
     operators_named_in_log,
     paddle2onnx_error_lines,
     paddle2onnx_name,
-    read_params_file,
-    read_pir_program,
-    rename_onnx,
     unsupported_operators,
 )
 from convertkit.errors import ConversionError, UsageError

@@ -62,7 +62,7 @@ def _assert_quiet(result: CliResult) -> None:
 
 def test_importing_the_cli_and_the_adapter_loads_no_mindspore() -> None:
     probe = ("import sys, convertkit.cli, convertkit.adapters.mindspore, "
-             "convertkit.adapters.mindspore_repair\n"
+             "convertkit.adapters.mindspore.rewrites, convertkit.adapters.mindspore.onnx_repairs\n"
              "from convertkit.adapters.mindspore import MindSporeAdapter\n"
              "from convertkit.spec import SourceRef\n"
              f"assert MindSporeAdapter().detect(SourceRef.parse({MODELS + ':mlp'!r}))\n"
@@ -197,7 +197,7 @@ def test_bilinear_resize_is_rewritten_as_matmul_and_passes(converted) -> None:
 def test_stacks_written_as_sequences_become_concat(opset: int) -> None:
     from onnx import TensorProto, helper
 
-    from convertkit.adapters.mindspore_repair import repair_onnx
+    from convertkit.adapters.mindspore.onnx_repairs import repair_onnx
 
     graph = helper.make_graph(
         [helper.make_node("Sin", ["x"], ["s"]), helper.make_node("Cos", ["x"], ["c"]),

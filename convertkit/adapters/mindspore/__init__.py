@@ -4,7 +4,7 @@ and ``.mindir`` files written by ``mindspore.export(..., file_format="MINDIR")``
 
 The exporter is MindSpore's own ``mindspore.onnx.export``, tried as it is first. Each time
 it fails on a primitive it cannot map (InplaceAddExt from a residual ``+=``, Unstack in
-ViT attention, ...), the rewrite of ``mindspore_repair`` that removes that primitive is
+ViT attention, ...), the rewrite of ``rewrites.py`` that removes that primitive is
 added and the Cell exported again; the ONNX it writes is then checked and repaired where
 MindSpore writes it wrongly (a Slice for index -1 that ONNX Runtime rejects). The report's
 exporter and notes say what the native export did and which rewrites and repairs were
@@ -37,11 +37,10 @@ from convertkit.adapters import (
     merge_specs,
     specs_from_request,
 )
-from convertkit.adapters.mindspore_repair import (
+from convertkit.adapters.mindspore.onnx_repairs import rename_io, repair_onnx
+from convertkit.adapters.mindspore.rewrites import (
     REWRITE_GROUPS,
     export_rewrites,
-    rename_io,
-    repair_onnx,
     unsupported_primitive,
 )
 from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
