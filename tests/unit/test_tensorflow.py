@@ -1,4 +1,4 @@
-"""convertkit/adapters/tensorflow.py: the parts that need no TensorFlow (detection, which
+"""convertkit/adapters/tensorflow/: the parts that need no TensorFlow (detection, which
 options apply to which source, fitting -i to a signature, layouts, naming), and the typed
 request options every adapter shares."""
 
@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 
 from convertkit.adapters import Lowered, LowerRequest, check_adapter_options
-from convertkit.adapters.tensorflow import (
-    DeclaredInput,
-    SourceKind,
-    TensorFlowAdapter,
-    check_options,
-    choose_signature,
-    describe_unsupported,
-    first_line,
-    graph_sinks,
-    onnx_layout,
-    output_key,
-    resolve_inputs,
-    source_kind,
-    tensorflow_layout,
-)
+from convertkit.adapters.outputs import output_name
+from convertkit.adapters.tensorflow import TensorFlowAdapter
+from convertkit.adapters.tensorflow.export import describe_unsupported
+from convertkit.adapters.tensorflow.graphdef import graph_sinks
+from convertkit.adapters.tensorflow.inputs import DeclaredInput, resolve_inputs
+from convertkit.adapters.tensorflow.layout import onnx_layout, tensorflow_layout
+from convertkit.adapters.tensorflow.reasons import error_reason
+from convertkit.adapters.tensorflow.savedmodel import choose_signature
+from convertkit.adapters.tensorflow.sources import SourceKind, check_options, source_kind
 from convertkit.errors import ConversionError, UsageError
 from convertkit.options import ConvertOptions
 from convertkit.spec import InputSpec, SourceRef
@@ -216,10 +210,10 @@ def test_graph_sinks_skip_consumed_and_bookkeeping_nodes() -> None:
 
 
 def test_output_names() -> None:
-    assert output_key([]) == "output"
-    assert output_key([0]) == "output_0"
-    assert output_key(["logits"]) == "logits"
-    assert output_key(["parts", 1]) == "parts.1"
+    assert output_name([]) == "output"
+    assert output_name([0]) == "output_0"
+    assert output_name(["logits"]) == "logits"
+    assert output_name(["parts", 1]) == "parts.1"
 
 
 def test_tensorflow_runtime_errors_give_their_reason() -> None:
@@ -227,8 +221,8 @@ def test_tensorflow_runtime_errors_give_their_reason() -> None:
             '  File "m.py", line 4, in f\n\nIncompatible shapes: [2,4] vs. [3,4]\n'
             "\t [[{{node mul}}]] [Op:__inference_f_13]")
 
-    assert first_line(text) == "Incompatible shapes: [2,4] vs. [3,4] (node mul)"
-    assert first_line("\n  plain reason\nmore") == "plain reason"
+    assert error_reason(text) == "Incompatible shapes: [2,4] vs. [3,4] (node mul)"
+    assert error_reason("\n  plain reason\nmore") == "plain reason"
 
 
 def test_unsupported_ops_are_named_with_their_node_once_per_op() -> None:
