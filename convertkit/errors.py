@@ -98,3 +98,9 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """"did you mean 'x'? " for the closest of ``known`` (a hint's opening), else ""."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f"did you mean {close[0]!r}? " if close else ""
+
+
+def listed(names: list[str], limit: int = 4) -> str:
+    """"a, b, c, d and 3 more": a few names for a one-line message."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

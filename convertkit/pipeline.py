@@ -304,8 +304,7 @@ def _blame_optimization(result: ArtifactResult, exported: Path,
     note = ("the unoptimised export passes this check: graph optimisation changed the "
             "results; --no-optimize converts without it" if unoptimized == Status.PASS else
             "the unoptimised export fails this check too: the export itself differs")
-    return ArtifactResult(result.target, result.status, result.path, result.precision,
-                          result.budget, result.outputs, (*result.notes, note), result.error)
+    return replace(result, notes=(*result.notes, note))
 
 
 def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: HubRecord) -> dict:

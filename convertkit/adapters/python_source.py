@@ -96,6 +96,31 @@ def load_python_object(source: SourceRef) -> Any:
         ) from None
 
 
+def model_from_python(source: SourceRef, model_class: type, what: str) -> Any:
+    """The model a Python-object source names: an instance of ``model_class`` itself, or
+    what a class or function returns when called with no arguments. ``what`` names the
+    class in messages ("an nn.Module")."""
+    obj = load_python_object(source)
+    if isinstance(obj, model_class):
+        return obj
+    if not callable(obj):
+        raise UsageError(
+            f"{source.text} is a {type(obj).__name__}, not {what} or a callable",
+            hint=f"name {what}, its class, or a function returning one", code="not-a-model")
+    try:
+        model = obj()
+    except Exception as exc:
+        raise UsageError(
+            f"{source.text}() raised {type(exc).__name__}: {first_line(exc)}",
+            hint="the factory must build the model with no arguments",
+            code="factory-failed") from exc
+    if not isinstance(model, model_class):
+        raise UsageError(f"{source.text}() returned a {type(model).__name__}, not {what}",
+                         hint=f"return the model ({what}) from the factory",
+                         code="not-a-model")
+    return model
+
+
 def _import_file(path: Path):
     path = path.resolve()
     name = path.stem

@@ -24,10 +24,10 @@ from convertkit.adapters import (
     make_check_feeds,
 )
 from convertkit.adapters.outputs import output_name, to_numpy
-from convertkit.adapters.python_source import load_python_object, source_mentions
+from convertkit.adapters.python_source import model_from_python, source_mentions
 from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError, UsageError, first_line
+from convertkit.errors import ConversionError, UsageError, first_line, listed
 from convertkit.spec import InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _import_torch():
 def _load(request: LowerRequest, torch) -> _LoadedModel:
     source = request.source
     if source.is_python_object:
-        module = _module_from_python(source, torch)
+        module = model_from_python(source, torch.nn.Module, "an nn.Module")
         if request.options.weights is not None:
             _load_weights(module, request.options.weights, torch)
         module.eval()
@@ -114,33 +114,6 @@ def _load(request: LowerRequest, torch) -> _LoadedModel:
     if source.path.suffix.lower() in EXPORTED_PROGRAM_SUFFIXES:
         return _load_exported_program(source.path, torch)
     return _load_torchscript(source.path, torch)
-
-
-def _module_from_python(source: SourceRef, torch):
-    obj = load_python_object(source)
-    if isinstance(obj, torch.nn.Module):
-        return obj
-    if not callable(obj):
-        raise UsageError(
-            f"{source.text} is a {type(obj).__name__}, not an nn.Module or a callable",
-            hint="name an nn.Module, an nn.Module class, or a function returning one",
-            code="not-a-model",
-        )
-    try:
-        module = obj()
-    except Exception as exc:
-        raise UsageError(
-            f"{source.text}() raised {type(exc).__name__}: {first_line(exc)}",
-            hint="the factory must build the model with no arguments",
-            code="factory-failed",
-        ) from exc
-    if not isinstance(module, torch.nn.Module):
-        raise UsageError(
-            f"{source.text}() returned a {type(module).__name__}, not an nn.Module",
-            hint="return the model (an nn.Module) from the factory",
-            code="not-a-model",
-        )
-    return module
 
 
 def _load_weights(module, path: Path, torch) -> None:
@@ -163,9 +136,9 @@ def _load_weights(module, path: Path, torch) -> None:
     result = module.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
-        problems.append(f"missing {_few(result.missing_keys)}")
+        problems.append(f"missing {listed(result.missing_keys)}")
     if result.unexpected_keys:
-        problems.append(f"unexpected {_few(result.unexpected_keys)}")
+        problems.append(f"unexpected {listed(result.unexpected_keys)}")
     if problems:
         raise UsageError(
             f"--weights {path.name} does not fit the model: {'; '.join(problems)}",
@@ -459,9 +432,3 @@ def _summarise(exc: BaseException) -> str:
         if match:
             return f"unsupported operator {match.group(1)} ({type(root).__name__})"
     return f"{type(root).__name__}: {first_line(root)}"
-
-
-
-def _few(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -17,7 +17,7 @@ from convertkit.batch.manifest import (
     parse_manifest,
 )
 from convertkit.errors import UsageError
-from convertkit.options import ConvertOptions
+from convertkit.options import ConvertOptions, option_fields
 from convertkit.spec import TargetSpec
 
 GOOD = """\
@@ -181,3 +181,21 @@ def test_default_limits() -> None:
     assert job.limits.memory_mb == DEFAULT_MEMORY_MB
     assert job.limits.threads is None
     assert job.conversion.options.targets == ()
+
+
+def test_every_convert_option_is_a_manifest_key() -> None:
+    """The manifest reads the same record as the CLI: each option under its field name,
+    parsed as the command line parses it."""
+    values = {"framework": "tensorflow", "inputs": ["image:1x32x32x3"],
+              "weights": "w.weights.h5", "opset": 17, "signature": "serve",
+              "output_names": ["logits", "probs"], "inputs_as_nchw": ["image"],
+              "trust_code": True, "targets": ["cpu", "npu:rknn@rk3588"], "precision": "int8",
+              "optimize": False, "data": "d.npz", "atol": "1e-3", "rtol": 0.01,
+              "budget_file": "budgets.toml", "localize": False, "report_formats": ["junit"]}
+    assert set(values) == {spec.name for spec in option_fields()}  # this test covers all
+    lines = "\n".join(f"    {key}: {value!r}".replace("'", '"').replace("True", "true")
+                      .replace("False", "false") for key, value in values.items())
+
+    job, = _parse(f"models:\n  - source: saved\n{lines}\n").jobs
+
+    assert job.conversion.options == ConvertOptions.parse(values)

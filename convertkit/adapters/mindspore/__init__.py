@@ -44,11 +44,11 @@ from convertkit.adapters.mindspore.rewrites import (
     unsupported_primitive,
 )
 from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
-from convertkit.adapters.python_source import load_python_object, source_mentions
+from convertkit.adapters.python_source import model_from_python, source_mentions
 from convertkit.checker.inputs import save_arrays
 from convertkit.config import quiet_mindspore
 from convertkit.dependencies import require
-from convertkit.errors import ConversionError, UsageError, first_line
+from convertkit.errors import ConversionError, UsageError, first_line, listed
 from convertkit.spec import InputSpec, SourceRef
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _load(request: LowerRequest, ms) -> _LoadedModel:
     source = request.source
     if source.is_python_object:
         ms.set_context(mode=ms.PYNATIVE_MODE)
-        net = _cell_from_python(source, ms)
+        net = model_from_python(source, ms.nn.Cell, "a mindspore.nn.Cell")
         notes = []
         if request.options.weights is not None:
             notes += _load_weights(net, request.options.weights, ms)
@@ -193,28 +193,6 @@ def _load(request: LowerRequest, ms) -> _LoadedModel:
     return _load_mindir(_find_mindir(path), ms)
 
 
-def _cell_from_python(source: SourceRef, ms):
-    obj = load_python_object(source)
-    if isinstance(obj, ms.nn.Cell):
-        return obj
-    if not callable(obj):
-        raise UsageError(
-            f"{source.text} is a {type(obj).__name__}, not a mindspore.nn.Cell or a callable",
-            hint="name a Cell, a Cell class, or a function returning one", code="not-a-model")
-    try:
-        net = obj()
-    except Exception as exc:
-        raise UsageError(
-            f"{source.text}() raised {type(exc).__name__}: {_first_line(exc)}",
-            hint="the factory must build the model with no arguments", code="factory-failed",
-        ) from exc
-    if not isinstance(net, ms.nn.Cell):
-        raise UsageError(
-            f"{source.text}() returned a {type(net).__name__}, not a mindspore.nn.Cell",
-            hint="return the model (a mindspore.nn.Cell) from the factory", code="not-a-model")
-    return net
-
-
 def _load_weights(net, path: Path, ms) -> list[str]:
     """Load a .ckpt into ``net``. A checkpoint that does not fit (a shape differs, or none
     of its parameters names one of the Cell's) is refused; parameters left at their
@@ -230,8 +208,8 @@ def _load_weights(net, path: Path, ms) -> list[str]:
     if parameters and own and not set(parameters) & set(own):
         raise UsageError(
             f"--weights {path.name} does not fit the Cell: none of its {len(parameters)} "
-            f"parameters ({_few(sorted(parameters))}) is one of the Cell's "
-            f"({_few(own)})",
+            f"parameters ({listed(sorted(parameters))}) is one of the Cell's "
+            f"({listed(own)})",
             hint="pass the checkpoint saved from this Cell's architecture "
             "(mindspore.save_checkpoint(net, FILE))", code="weights-mismatch")
     try:
@@ -245,10 +223,10 @@ def _load_weights(net, path: Path, ms) -> list[str]:
              f"{len(own)} parameters"]
     if not_loaded:
         notes.append(f"{len(not_loaded)} parameter(s) not in {path.name} kept their initial "
-                     f"values: {_few(list(not_loaded), 8)}")
+                     f"values: {listed(list(not_loaded), 8)}")
     if unused:
         notes.append(f"{len(unused)} checkpoint entr{'y' if len(unused) == 1 else 'ies'} "
-                     f"matched no parameter of the Cell: {_few(list(unused), 8)}")
+                     f"matched no parameter of the Cell: {listed(list(unused), 8)}")
     return notes
 
 
@@ -543,8 +521,3 @@ def _first_line(exc: BaseException) -> str:
             break
         lines.append(line)
     return first_line("\n".join(lines), limit=240) or type(exc).__name__
-
-
-def _few(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

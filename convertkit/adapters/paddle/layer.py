@@ -19,13 +19,13 @@ from convertkit.adapters.paddle.model_files import PARAMS_SUFFIX, PIR_SUFFIX, In
 from convertkit.adapters.paddle.pir_program import read_pir_program
 from convertkit.adapters.paddle.program import TensorDecl, input_specs_from, user_frame
 from convertkit.adapters.paddle.reasons import error_reason
-from convertkit.adapters.python_source import load_python_object
-from convertkit.errors import ConversionError, UsageError, first_line
-from convertkit.spec import InputSpec, SourceRef
+from convertkit.adapters.python_source import model_from_python
+from convertkit.errors import ConversionError, UsageError, first_line, listed
+from convertkit.spec import InputSpec
 
 
 def lower_layer(request: LowerRequest, paddle, scratch: Path) -> Exported:
-    layer = _layer_from_python(request.source, paddle)
+    layer = model_from_python(request.source, paddle.nn.Layer, "a paddle.nn.Layer")
     if request.options.weights is not None:
         _load_weights(layer, request.options.weights, paddle)
     layer.eval()
@@ -47,30 +47,6 @@ def lower_layer(request: LowerRequest, paddle, scratch: Path) -> Exported:
     outputs = _paddle_leaves(_run_layer(layer, feeds, specs, parameters, paddle), paddle)
     reference = dict(zip(output_names, [to_numpy(t) for _, t in outputs], strict=True))
     return Exported(exporter, tuple(specs), tuple(output_names), feeds, reference, tuple(notes))
-
-
-def _layer_from_python(source: SourceRef, paddle):
-    obj = load_python_object(source)
-    if isinstance(obj, paddle.nn.Layer):
-        return obj
-    if not callable(obj):
-        raise UsageError(
-            f"{source.text} is a {type(obj).__name__}, not a paddle.nn.Layer or a callable",
-            hint="name a paddle.nn.Layer, a Layer class, or a function returning one",
-            code="not-a-model")
-    try:
-        layer = obj()
-    except Exception as exc:
-        raise UsageError(
-            f"{source.text}() raised {type(exc).__name__}: {first_line(exc, limit=240)}",
-            hint="the factory must build the model with no arguments",
-            code="factory-failed") from exc
-    if not isinstance(layer, paddle.nn.Layer):
-        raise UsageError(
-            f"{source.text}() returned a {type(layer).__name__}, not a paddle.nn.Layer",
-            hint="return the model (a paddle.nn.Layer) from the factory",
-            code="not-a-model")
-    return layer
 
 
 def _load_weights(layer, path: Path, paddle) -> None:
@@ -95,22 +71,17 @@ def _load_weights(layer, path: Path, paddle) -> None:
     wrong = [f"{k} {list(given[k])} (model: {list(expected[k])})" for k in expected
              if k in given and given[k] != expected[k]]
     if missing:
-        problems.append(f"missing {_few(missing)}")
+        problems.append(f"missing {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_few(unexpected)}")
+        problems.append(f"unexpected {listed(unexpected)}")
     if wrong:
-        problems.append(f"shapes differ for {_few(wrong)}")
+        problems.append(f"shapes differ for {listed(wrong)}")
     if problems:
         raise UsageError(
             f"--weights {path.name} does not fit the model: {'; '.join(problems)}",
             hint="pass the state_dict saved from this model's architecture",
             code="weights-mismatch")
     layer.set_state_dict(state)
-
-
-def _few(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _forward_signature(layer) -> inspect.Signature | None:

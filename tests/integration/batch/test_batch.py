@@ -200,3 +200,29 @@ def test_ctrl_c_stops_the_running_job_without_recording_it(tmp_path: Path) -> No
     assert not (out / "jobs/slow").exists()  # no outcome, no record: --resume redoes it
     assert json.loads((out / "batch.json").read_text())["state"] == "running"
     assert _processes_in(tmp_path) == []
+
+
+def test_a_manifest_takes_every_convert_option(cli, tmp_path: Path) -> None:
+    """Options a manifest used to refuse (precision, report_formats, budget_file, ...)
+    reach the job's conversion as they would from the command line."""
+    (tmp_path / "budgets.toml").write_text("[fp32]\natol = 0.5\nrtol = 0.5\n")
+    (tmp_path / "m.yaml").write_text(f"""\
+models:
+  - source: {LIGHT_MODELS}/light_squeezenet.onnx
+    name: squeezenet
+    targets: [cpu]
+    precision: fp32
+    budget_file: budgets.toml
+    report_formats: json
+    localize: false
+""")
+
+    result = cli("batch", str(tmp_path / "m.yaml"), out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    job = tmp_path / "out/jobs/squeezenet"
+    report = json.loads((job / "report.json").read_text())
+    chosen = next(a for a in report["artifacts"] if a["target"] == "cpu")
+    assert {c["precision"] for c in chosen["candidates"]} == {"fp32"}
+    assert report["check"]["budgets"]["fp32"]["atol"] == 0.5
+    assert not (job / "report.html").exists() and not (job / "junit.xml").exists()

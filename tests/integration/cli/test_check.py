@@ -259,3 +259,29 @@ def _xml_without_bin(folder: Path) -> Path:
     path = folder / "model.xml"
     path.write_text("<net/>")
     return path
+
+
+def test_check_takes_weights_for_a_python_source(cli, tmp_path) -> None:
+    """A source side gets the source options convert takes: --weights loads trained
+    weights into the factory's model before it is compared."""
+    import torch
+
+    torch.manual_seed(7)
+    from tests.models.torch_models import small_cnn
+
+    trained = small_cnn()
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.mul_(3.0)
+    torch.save(trained.state_dict(), tmp_path / "trained.pt")
+    source = "tests/models/torch_models.py:small_cnn"
+    converted = cli("convert", source, "-i", "x:1x3x16x16", "--weights",
+                    str(tmp_path / "trained.pt"), out=tmp_path / "out")
+    assert converted.exit_code == 0, converted.stderr
+
+    with_weights = cli("check", source, str(tmp_path / "out/onnx/model.onnx"), "-i",
+                       "x:1x3x16x16", "--weights", str(tmp_path / "trained.pt"))
+    without = cli("check", source, str(tmp_path / "out/onnx/model.onnx"), "-i", "x:1x3x16x16")
+
+    assert with_weights.exit_code == 0, with_weights.stdout + with_weights.stderr
+    assert without.exit_code == 1, without.stdout + without.stderr
