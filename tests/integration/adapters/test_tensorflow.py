@@ -269,3 +269,15 @@ def test_frozen_graph_needs_output_names(cli, tmp_path: Path, frozen_graph: Path
 
     assert result.exit_code == 2, result.stderr
     assert "--output" in result.stderr and "Identity" in result.stderr
+
+
+def test_inspect_takes_the_output_option_the_frozen_graph_asks_for(cli, frozen_graph: Path
+                                                                     ) -> None:
+    """The error above tells the user to name the outputs with --output: inspect takes
+    it too (the options of every command come from one record)."""
+    refused = cli("inspect", str(frozen_graph), "-t", "cpu:ort")
+    inspected = cli("inspect", str(frozen_graph), "--output", "logits_out:0", "-t", "cpu:ort")
+
+    assert refused.exit_code == 2 and "--output" in refused.stderr
+    assert inspected.exit_code == 0, inspected.stderr
+    assert "logits_out" in inspected.stdout and "accepted" in inspected.stdout
