@@ -58,7 +58,7 @@ from convertkit.checker.runners import (
 from convertkit.errors import ConvertkitError, UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
-from convertkit.options import ConvertOptions, options_from
+from convertkit.options import ConvertOptions, options_from, parse_precision
 from convertkit.platforms import Artifact
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import load_adapter, resolve_target
@@ -390,7 +390,8 @@ def _folder_candidates(folder: Path) -> tuple[list[_Candidate], list[str]]:
                          "not checked")
             continue
         path = folder / relative
-        precision = _precision(artifact.get("precision")) or detect_precision(path)
+        recorded = artifact.get("precision")
+        precision = parse_precision(recorded) if recorded else detect_precision(path)
         candidates.append(_folder_candidate(target, path, precision))
     if not candidates:
         raise UsageError(f"{folder} holds no artifacts to check",
@@ -619,17 +620,6 @@ def detect_precision(path: Path) -> Precision:
 
 def _looser(a: Precision, b: Precision) -> Precision:
     return max(a, b, key=_LOOSENESS.index)
-
-
-def _precision(value: str | Precision | None) -> Precision | None:
-    if value is None or isinstance(value, Precision):
-        return value
-    try:
-        return Precision(str(value).lower())
-    except ValueError:
-        raise UsageError(f"unknown precision {value!r}",
-                         hint=f"use one of: {', '.join(p.value for p in Precision)}",
-                         code="bad-precision") from None
 
 
 # --- sources ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def _switch(value: Any) -> bool:
     return value
 
 
-def _precision(value: Any) -> Precision:
+def parse_precision(value: Any) -> Precision:
     if isinstance(value, Precision):
         return value
     try:
@@ -214,7 +214,7 @@ class ConvertOptions:
         "convert always builds `onnx`, inspect without -t judges every target. "
         "`convertkit targets` lists them."))
     precision: Precision | None = field(default=None, metadata=_flag(
-        "--precision", parse=_precision, commands=_CHECK_COMMANDS,
+        "--precision", parse=parse_precision, commands=_CHECK_COMMANDS,
         choices=tuple(p.value for p in Precision),
         help="convert: the precision to build at (default: each target's best; with "
         "`-t cpu` it limits the candidates). check: the budget to judge by (default: the "
@@ -264,11 +264,6 @@ class ConvertOptions:
             parsed[name] = spec.parse(value)
         return cls(**parsed)
 
-    def updated(self, **values: Any) -> ConvertOptions:
-        """A copy with ``values`` parsed and replaced."""
-        return replace(self, **{name: option_field(name).parse(value)
-                                for name, value in values.items()})
-
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form: every field, as the CLI would write it."""
         return {spec.name: _to_json(getattr(self, spec.name)) for spec in option_fields()}
@@ -279,7 +274,8 @@ class ConvertOptions:
                           if value is not None}, command="")
 
     def given(self) -> dict[str, Any]:
-        """The options that differ from their defaults, in JSON form."""
+        """The options that differ from their defaults, in JSON form (report.json's
+        ``options``: what the run was asked)."""
         default = ConvertOptions()
         return {spec.name: _to_json(getattr(self, spec.name)) for spec in option_fields()
                 if getattr(self, spec.name) != getattr(default, spec.name)}

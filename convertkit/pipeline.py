@@ -100,7 +100,8 @@ def convert(
     with staged_folder(out_path) as staging:
         work = staging / WORK_DIR
         request = LowerRequest(source_ref, options, staging / "check")
-        source_record = {"text": source_ref.text, "framework": framework}
+        source_record = {"text": source_ref.text, "framework": framework,
+                         "options": options.given()}
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
             lowered = lower(framework, request, log_path=staging / LOG_FILE,

@@ -98,10 +98,10 @@ def _dynamic_cnn(path: Path) -> Path:
 
 
 def _use_static_platform(monkeypatch) -> None:
-    import convertkit.pipeline as pipeline
+    import convertkit.registry as registry
 
-    real = pipeline.resolve_target
-    monkeypatch.setattr(pipeline, "resolve_target",
+    real = registry.resolve_target
+    monkeypatch.setattr(registry, "resolve_target",
                         lambda t: StaticOpset13Cpu if t.toolchain == "static13" else real(t))
 
 

@@ -226,3 +226,6 @@ models:
     assert {c["precision"] for c in chosen["candidates"]} == {"fp32"}
     assert report["check"]["budgets"]["fp32"]["atol"] == 0.5
     assert not (job / "report.html").exists() and not (job / "junit.xml").exists()
+    assert report["source"]["options"] == {
+        "targets": ["cpu"], "precision": "fp32", "budget_file": "budgets.toml",
+        "localize": False, "report_formats": ["json"]}
