@@ -12,21 +12,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from convertkit.options import ConvertOptions
     from convertkit.reports.record import Report
 
 
-def convert(source: Any, out: Any, **options: Any) -> Report:
+def convert(source: Any, out: Any, options: ConvertOptions | None = None,
+            **keywords: Any) -> Report:
     """See ``convertkit.pipeline.convert``."""
     from convertkit.pipeline import convert as run
 
-    return run(source, out, **options)
+    return run(source, out, options, **keywords)
 
 
-def check(reference: Any, candidate: Any, out: Any = None, **options: Any) -> Report:
+def check(reference: Any, candidate: Any, out: Any = None,
+          options: ConvertOptions | None = None, **keywords: Any) -> Report:
     """See ``convertkit.check_models.check_models``."""
     from convertkit.check_models import check_models as run
 
-    return run(reference, candidate, out, **options)
+    return run(reference, candidate, out, options, **keywords)
 
 
 __all__ = ["__version__", "check", "convert"]

@@ -167,3 +167,22 @@ def test_python_api_matches_the_cli(tmp_path: Path) -> None:
     assert report.exit_code == 0
     assert [a.target for a in report.artifacts] == ["onnx", "cpu:ort"]
     assert (tmp_path / "out/report.json").is_file()
+
+
+def test_python_api_takes_an_options_record(tmp_path: Path) -> None:
+    import convertkit
+    from convertkit.errors import UsageError
+    from convertkit.options import ConvertOptions
+
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    options = ConvertOptions.parse({"targets": ["cpu:ort"], "report_formats": "json"})
+
+    report = convertkit.convert(str(model), tmp_path / "out", options)
+    checked = convertkit.check(str(model), tmp_path / "out", None, options=ConvertOptions())
+
+    assert [a.target for a in report.artifacts] == ["onnx", "cpu:ort"]
+    assert not (tmp_path / "out/report.html").exists()
+    assert checked.exit_code == 0 and len(checked.artifacts) == 2
+    with pytest.raises(UsageError, match="unknown option 'target'") as caught:
+        convertkit.convert(str(model), tmp_path / "other", target=["cpu"])
+    assert "did you mean 'targets'?" in caught.value.hint
