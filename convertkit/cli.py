@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -378,6 +377,8 @@ def _write_crash_log() -> Path:
             return path
         except OSError:
             pass
+    import tempfile
+
     handle, name = tempfile.mkstemp(prefix="convertkit-crash-", suffix=".log")
     with os.fdopen(handle, "w") as log:
         log.write(text)

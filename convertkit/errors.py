@@ -8,7 +8,6 @@ a stable kebab-case code and the exit code the CLI uses for it:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -96,6 +95,8 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """"did you mean 'x'? " for the closest of ``known`` (a hint's opening), else ""."""
+    import difflib  # only when a name is wrong: not at every start-up
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f"did you mean {close[0]!r}? " if close else ""
 
