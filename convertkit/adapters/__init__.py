@@ -14,9 +14,17 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from convertkit.checker.inputs import DEFAULT_SEED, generate_feeds, read_data, select_data
+from convertkit.checker.inputs import (
+    DEFAULT_SEED,
+    generate_feeds,
+    read_data,
+    select_data,
+    specs_from_data,
+)
+from convertkit.errors import UsageError
 from convertkit.isolation import run_in_child
 from convertkit.options import ConvertOptions, source_specific_options
+from convertkit.registry import adapter_names, load_adapter
 from convertkit.spec import InputSpec, SourceRef
 
 
@@ -123,9 +131,6 @@ def lower(framework: str, request: LowerRequest, *, log_path: Path, echo: bool =
 
 def detect_framework(source: SourceRef) -> str:
     """The one framework whose adapter recognises ``source``, judged without importing any."""
-    from convertkit.errors import UsageError
-    from convertkit.registry import adapter_names, load_adapter
-
     matches = [name for name in adapter_names() if load_adapter(name).detect(source)]
     if len(matches) == 1:
         return matches[0]
@@ -144,9 +149,6 @@ def detect_framework(source: SourceRef) -> str:
 
 def check_adapter_options(framework: str, request: LowerRequest) -> None:
     """Refuse options the framework's adapter does not take, rather than ignore them."""
-    from convertkit.errors import UsageError
-    from convertkit.registry import adapter_names, load_adapter
-
     accepted = load_adapter(framework).options
     for option, flag in source_specific_options().items():
         if getattr(request.options, option) and option not in accepted:
@@ -166,8 +168,6 @@ def check_adapter_options(framework: str, request: LowerRequest) -> None:
 
 
 def lower_in_child(payload: dict) -> dict:
-    from convertkit.registry import load_adapter
-
     adapter = load_adapter(payload["framework"])
     request = LowerRequest.from_dict(payload["request"])
     request.work_dir.mkdir(parents=True, exist_ok=True)
@@ -193,9 +193,6 @@ def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, mode
     """The inputs of a model that does not record them (a PyTorch module, a MindSpore
     Cell): ``-i``, else the arrays of ``--data``; each named after a parameter of its
     ``method`` (``parameters``, when known)."""
-    from convertkit.checker.inputs import specs_from_data
-    from convertkit.errors import UsageError
-
     specs = list(request.options.inputs)
     if not specs and request.options.data is not None:
         specs = specs_from_data(read_data(request.options.data))
@@ -225,8 +222,6 @@ def is_renamed_single_input(specs: Sequence[InputSpec], parameters: Sequence[str
 def merge_specs(declared: Sequence[InputSpec], user: Sequence[InputSpec],
                 where: str) -> list[InputSpec]:
     """The model's own input specs with the user's ``-i`` taking precedence by name."""
-    from convertkit.errors import UsageError
-
     known = {s.name for s in declared}
     unknown = [s.name for s in user if s.name not in known]
     if unknown:
