@@ -38,28 +38,27 @@ from convertkit.checker.budgets import (
     budget_table_dict,
     load_budget_file,
 )
-from convertkit.checker.inputs import (
-    DEFAULT_SEED,
-    generate_feeds,
-    load_arrays,
-    read_data,
-    save_arrays,
-    select_data,
-)
-from convertkit.checker.localize import Localization, TensorSource, locate_divergence
-from convertkit.checker.metrics import compare_outputs
-from convertkit.checker.repro import ReproError, write_repro
+from convertkit.checker.diagnosis import TensorSide, localize, repro_dirs, run_all
+from convertkit.checker.localize import TensorSource
+from convertkit.checker.metrics import worst_sample
 from convertkit.checker.runners import (
     OnnxTensors,
     OpenVinoTensors,
     openvino_input_specs,
     openvino_runner,
 )
+from convertkit.checker.samples import (
+    evaluation_samples,
+    load_samples,
+    save_labels,
+    save_samples,
+)
+from convertkit.checker.verdict import Evidence, judge
 from convertkit.errors import ConvertkitError, UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
 from convertkit.options import ConvertOptions, options_from, parse_precision
-from convertkit.platforms import Artifact
+from convertkit.platforms import Artifact, Runner
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import load_adapter, resolve_target
 from convertkit.reports import write_reports
@@ -124,12 +123,11 @@ def identify(text: str | Path) -> ModelRef:
 
 @dataclass
 class _Reference:
-    feeds: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
+    evidence: Evidence  # the samples, the reference's outputs on each, their labels
     record: dict[str, Any]
     feeds_note: str
     precision: Precision = Precision.FP32
-    tensors: TensorSource | None = None  # for localisation
+    tensors: Callable[[], TensorSource] | None = None  # for localisation
     onnx_path: Path | None = None  # for the repro
 
 
@@ -194,28 +192,39 @@ def check_models(
             if out_path is not None:
                 write_reports(report, work, formats)
             return report
-        save_arrays(work / "check" / "inputs.npz", ref.feeds)
-        save_arrays(work / "check" / "reference.npz", ref.outputs)
+        evidence = ref.evidence
+        save_samples(work / "check" / "inputs.npz", evidence.samples)
+        save_samples(work / "check" / "reference.npz", evidence.references)
         check_record.update({"inputs": ref.feeds_note, "feeds": "check/inputs.npz",
-                             "reference": "check/reference.npz"})
+                             "reference": "check/reference.npz",
+                             "samples": {"evaluation": {"source": ref.feeds_note,
+                                                        "count": len(evidence.samples)}}})
+        if evidence.labels is not None:
+            save_labels(work / "check" / "labels.npz", evidence.labels)
+            check_record["labels"] = "check/labels.npz"
         candidates, notes = _candidates(side_b, work, options, show_framework_output,
                                         out_path)
         if notes:
             check_record["notes"] = notes
         results = []
-        repro_dirs = _repro_dirs([c.target for c in candidates])
-        reference_values: dict[str, np.ndarray] | None = None
+        folders = repro_dirs([c.target for c in candidates])
+        reference_values: dict[int, dict[str, np.ndarray] | str] = {}
         for candidate_side in candidates:
             progress(f"checking {candidate_side.target}")
             started = time.perf_counter()
-            result, outputs = _run_and_compare(candidate_side, ref, options.precision,
-                                               options.atol, options.rtol, table)
+            result, outputs = _run_and_compare(candidate_side, ref, options, table)
             if result.status == Status.FAIL and options.localize:
                 progress(f"localising the mismatch of {candidate_side.target}")
-                if reference_values is None and ref.tensors is not None:
-                    reference_values = _safe_run_all(ref.tensors, ref.feeds)
-                result = _localize(result, candidate_side, ref, reference_values, outputs,
-                                   work, out_path, repro_dirs[candidate_side.target])
+                worst = worst_sample(result.outputs)
+                if worst not in reference_values and ref.tensors is not None:
+                    reference_values[worst] = run_all(ref.tensors(), evidence.samples[worst])
+                folder = folders[candidate_side.target]
+                result = localize(
+                    result, TensorSide(ref.tensors, ref.onnx_path),
+                    TensorSide(candidate_side.tensors, candidate_side.model_path),
+                    evidence.samples[worst], reference_values.get(worst, ""),
+                    outputs[worst] if outputs else None, work / folder,
+                    out_path / folder if out_path is not None else None)
             results.append(replace(result, duration_s=round(time.perf_counter() - started, 3)))
         report = Report(ref.record, check_record, tuple(results), version=__version__,
                         command="check")
@@ -229,41 +238,45 @@ def check_models(
 def _resolve_reference(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
                        out_path: Path | None) -> _Reference:
     record = side.to_dict()
-    specs, data_path = options.inputs, options.data
+    specs = options.inputs
     if side.kind == "folder":
-        return _folder_reference(side, record, data_path)
+        return _folder_reference(side, record, options)
     if side.kind == "source":
         lowered = _lower(side, "reference", work, options, echo, out_path)
         record.update({"framework": lowered.framework, "exporter": lowered.exporter,
                        "onnx": str(lowered.onnx_path.relative_to(work)),
                        "outputs": list(lowered.output_names),
                        "inputs": [s.to_dict() for s in lowered.inputs]})
+        check = lowered.check
         return _Reference(
-            load_arrays(lowered.feeds_path), load_arrays(lowered.reference_path), record,
-            f"--data {data_path}" if data_path else f"seeded random values (seed {DEFAULT_SEED})",
-            tensors=OnnxTensors(lowered.onnx_path), onnx_path=lowered.onnx_path)
+            Evidence.load(check.feeds_path, check.reference_path, check.labels_path), record,
+            check.samples["evaluation"]["source"],
+            tensors=lambda: OnnxTensors(lowered.onnx_path), onnx_path=lowered.onnx_path)
     assert side.path is not None
+    path = side.path
     if side.kind == "onnx":
-        model = load_model(side.path, load_external_data=False)
+        model = load_model(path, load_external_data=False)
         model_specs = _merge(describe(model).input_specs(), specs, side.text)
-        feeds, note = _feeds(model_specs, data_path, model)
-        with OrtRunner(side.path) as runner:
-            outputs = _run_reference(runner, feeds, data_path, specs, model_specs)
-        record.update({"precision": detect_precision(side.path).value,
-                       "inputs": [s.to_dict() for s in model_specs], "outputs": list(outputs)})
-        return _Reference(feeds, outputs, record, note, detect_precision(side.path),
-                          OnnxTensors(side.path), side.path)
-    model_specs = _merge(openvino_input_specs(side.path), specs, side.text)
-    feeds, note = _feeds(model_specs, data_path, None)
-    with openvino_runner(side.path) as runner:
-        outputs = _run_reference(runner, feeds, data_path, specs, model_specs)
-    record.update({"inputs": [s.to_dict() for s in model_specs], "outputs": list(outputs)})
-    return _Reference(feeds, outputs, record, note, detect_precision(side.path),
-                      OpenVinoTensors(side.path))
+        samples, labels, _ = evaluation_samples(model_specs, model, options.data,
+                                                   options.labels)
+        with OrtRunner(path) as runner:
+            outputs = _run_reference(runner, samples.samples, options, model_specs)
+        record.update({"precision": detect_precision(path).value,
+                       "inputs": [s.to_dict() for s in model_specs],
+                       "outputs": list(outputs[0])})
+        return _Reference(Evidence.of(samples.samples, outputs, labels), record, samples.origin,
+                          detect_precision(path), lambda: OnnxTensors(path), path)
+    model_specs = _merge(openvino_input_specs(path), specs, side.text)
+    samples, labels, _ = evaluation_samples(model_specs, None, options.data, options.labels)
+    with openvino_runner(path) as runner:
+        outputs = _run_reference(runner, samples.samples, options, model_specs)
+    record.update({"inputs": [s.to_dict() for s in model_specs], "outputs": list(outputs[0])})
+    return _Reference(Evidence.of(samples.samples, outputs, labels), record, samples.origin,
+                      detect_precision(path), lambda: OpenVinoTensors(path))
 
 
 def _folder_reference(side: ModelRef, record: dict[str, Any],
-                      data_path: Path | None) -> _Reference:
+                      options: ConvertOptions) -> _Reference:
     assert side.path is not None
     written = _read_folder_report(side.path)
     source = written.get("source") or {}
@@ -272,45 +285,43 @@ def _folder_reference(side: ModelRef, record: dict[str, Any],
     record.update({"framework": source.get("framework"), "exporter": source.get("exporter"),
                    "written_by": "convertkit convert", "source": source.get("text"),
                    "onnx": str(hub)})
-    tensors = OnnxTensors(hub) if hub.is_file() else None
-    if data_path is None:
+    tensors = (lambda: OnnxTensors(hub)) if hub.is_file() else None
+    if options.data is None:
         feeds_file = side.path / check_info.get("feeds", "check/inputs.npz")
         reference_file = side.path / check_info.get("reference", "check/reference.npz")
+        labels_file = side.path / check_info["labels"] if check_info.get("labels") else None
         if not feeds_file.is_file() or not reference_file.is_file():
             raise UsageError(f"{side.path} has no recorded check inputs and reference outputs",
                              hint="pass a folder written by `convertkit convert`, or --data",
                              code="bad-folder")
-        return _Reference(load_arrays(feeds_file), load_arrays(reference_file), record,
-                          f"recorded by convert in {feeds_file}",
+        evidence = Evidence.load(feeds_file, reference_file,
+                                 labels_file if labels_file and options.labels is None
+                                 else None)
+        return _Reference(evidence, record, f"recorded by convert in {feeds_file}",
                           tensors=tensors, onnx_path=hub if tensors else None)
     if tensors is None:
         raise UsageError(f"{side.path} has no ONNX model to run on --data",
                          hint="drop --data to use the inputs recorded in the folder",
                          code="bad-folder")
-    model_specs = describe(load_model(hub, load_external_data=False)).input_specs()
-    feeds = select_data(read_data(data_path), model_specs)
+    model = load_model(hub, load_external_data=False)
+    samples, labels, _ = evaluation_samples(describe(model).input_specs(), model, options.data,
+                                            options.labels)
     with OrtRunner(hub) as runner:
-        outputs = runner.run(feeds)
+        outputs = runner.run_samples(samples.samples)
     record["note"] = (f"with --data the reference is the folder's ONNX model {hub}, not the "
                       "source framework's recorded outputs")
-    return _Reference(feeds, outputs, record, f"--data {data_path}", tensors=tensors,
-                      onnx_path=hub)
+    return _Reference(Evidence.of(samples.samples, outputs, labels), record, samples.origin,
+                      tensors=tensors, onnx_path=hub)
 
 
-def _feeds(specs: Sequence[InputSpec], data_path: Path | None,
-           model: onnx.ModelProto | None) -> tuple[dict[str, np.ndarray], str]:
-    if data_path is not None:
-        return select_data(read_data(data_path), specs), f"--data {data_path}"
-    return (generate_feeds(specs, model, seed=DEFAULT_SEED),
-            f"seeded random values (seed {DEFAULT_SEED})")
-
-
-def _run_reference(runner, feeds, data_path, user_specs, model_specs) -> dict[str, np.ndarray]:
+def _run_reference(runner, samples: Sequence[Mapping[str, np.ndarray]],
+                   options: ConvertOptions, model_specs: Sequence[InputSpec],
+                   ) -> list[dict[str, np.ndarray]]:
     with runner:
         try:
-            return runner.run(feeds)
+            return runner.run_samples(samples)
         except ConvertkitError as exc:
-            if user_specs or data_path:
+            if options.inputs or options.data:
                 raise UsageError(
                     f"the reference model rejects the inputs: {exc.message}",
                     hint="check -i/--data against the model's inputs: "
@@ -346,13 +357,13 @@ def _candidates(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
 def _source_candidate(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
                       out_path: Path | None) -> _Candidate:
     state: dict[str, Any] = {}
-    # The candidate runs on the reference's inputs, recorded by then.
-    options = replace(options, data=work / "check" / "inputs.npz")
+    # The candidate runs on the reference's samples, recorded by then.
+    options = replace(options, data=work / "check" / "inputs.npz", labels=None)
 
     def open_runner():
         lowered = _lower(side, "candidate", work, options, echo, out_path)
         state["lowered"] = lowered
-        return _RecordedOutputs(load_arrays(lowered.reference_path))
+        return _RecordedOutputs(load_samples(lowered.reference_path))
 
     def tensors():
         return OnnxTensors(state["lowered"].onnx_path)
@@ -363,10 +374,10 @@ def _source_candidate(side: ModelRef, work: Path, options: ConvertOptions, echo:
                              "export stands in for it when localising",))
 
 
-class _RecordedOutputs:
-    """A runner over outputs a source framework already computed on the check inputs."""
+class _RecordedOutputs(Runner):
+    """A runner over outputs a source framework already computed on the check samples."""
 
-    def __init__(self, outputs: dict[str, np.ndarray]) -> None:
+    def __init__(self, outputs: list[dict[str, np.ndarray]]) -> None:
         self.outputs = outputs
 
     def __enter__(self) -> _RecordedOutputs:
@@ -376,6 +387,10 @@ class _RecordedOutputs:
         return None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.outputs[0]
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
         return self.outputs
 
 
@@ -446,11 +461,13 @@ def _read_folder_report(folder: Path) -> dict[str, Any]:
 
 # --- checking one candidate --------------------------------------------------------------
 
-def _run_and_compare(candidate: _Candidate, ref: _Reference, chosen: Precision | None,
-                     atol: float | None, rtol: float | None, table: BudgetTable | None,
-                     ) -> tuple[ArtifactResult, dict[str, np.ndarray] | None]:
-    precision = chosen or _looser(ref.precision, candidate.precision)
-    budget = budget_for(precision, atol, rtol, table)
+def _run_and_compare(candidate: _Candidate, ref: _Reference, options: ConvertOptions,
+                     table: BudgetTable | None,
+                     ) -> tuple[ArtifactResult, list[dict[str, np.ndarray]] | None]:
+    precision = options.precision or _looser(ref.precision, candidate.precision)
+    budget = budget_for(precision, options.atol, options.rtol, table,
+                        options.max_accuracy_drop)
+    evidence = ref.evidence
     try:
         runner = candidate.open_runner()
         if runner is None:
@@ -459,18 +476,21 @@ def _run_and_compare(candidate: _Candidate, ref: _Reference, chosen: Precision |
                                   notes=(*candidate.notes, "not run: no runtime for it here")
                                   ), None
         with runner:
-            outputs = runner.run(ref.feeds)
+            outputs = runner.run_samples(evidence.samples)
     except ConvertkitError as error:
         log.debug("candidate %s failed", candidate.target, exc_info=True)
         return ArtifactResult(candidate.target, Status.ERROR, candidate.path,
                               precision.value, budget, notes=candidate.notes,
                               error=error_record(error)), None
-    aligned, note = align_outputs(ref.outputs, outputs)
-    metrics = tuple(compare_outputs(aligned, ref.outputs, budget))
-    status = Status.PASS if all(m.within_budget for m in metrics) else Status.FAIL
+    aligned = [align_outputs(reference, got) for reference, got in
+               zip(evidence.references, outputs, strict=True)]
+    verdict = judge([outputs for outputs, _ in aligned], evidence, budget)
+    note = aligned[0][1] if aligned else ""
     notes = (*candidate.notes, note) if note else candidate.notes
-    return ArtifactResult(candidate.target, status, candidate.path, precision.value, budget,
-                          metrics, notes), outputs
+    return ArtifactResult(candidate.target, verdict.status, candidate.path, precision.value,
+                          budget, verdict.metrics, notes, samples=len(evidence.samples),
+                          accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
+                          ), outputs
 
 
 def align_outputs(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
@@ -483,108 +503,6 @@ def align_outputs(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.
     aligned = {ref_name: outputs[out_name] for ref_name, out_name in pairs}
     mapping = ", ".join(f"{r} = {o}" for r, o in pairs if r != o)
     return aligned, f"outputs matched by position ({mapping})"
-
-
-def _localize(result: ArtifactResult, candidate: _Candidate, ref: _Reference,
-              reference_values: dict[str, np.ndarray] | str | None,
-              outputs: dict[str, np.ndarray] | None, work: Path, out_path: Path | None,
-              repro_dir: Path) -> ArtifactResult:
-    if ref.tensors is None or candidate.tensors is None:
-        why = ("the reference cannot show its intermediate tensors" if ref.tensors is None
-               else "this artifact cannot show its intermediate tensors here")
-        return replace(result, notes=(*result.notes, f"not localised: {why}"))
-    if isinstance(reference_values, str):
-        return replace(result, notes=(*result.notes, f"not localised: {reference_values}"))
-    assert reference_values is not None and result.budget is not None
-    tensors = candidate.tensors()
-    candidate_values = _safe_run_all(tensors, ref.feeds)
-    if isinstance(candidate_values, str):
-        return replace(result, notes=(*result.notes, f"not localised: {candidate_values}"))
-    localization = locate_divergence(ref.tensors, tensors, reference_values, candidate_values,
-                                     result.budget, candidate_outputs=outputs)
-    if out_path is not None:
-        localization = _with_repro(localization, ref, candidate, reference_values,
-                                   candidate_values, result, work / repro_dir,
-                                   out_path / repro_dir)
-    return replace(result, localization=localization)
-
-
-def _with_repro(localization: Localization, ref: _Reference, candidate: _Candidate,
-                reference_values, candidate_values, result: ArtifactResult, folder: Path,
-                shown_as: Path) -> Localization:
-    if localization.node is None:
-        return localization
-    if ref.onnx_path is None or candidate.model_path is None:
-        return localization.with_repro(None, "no repro: it needs an ONNX reference and an "
-                                             "ONNX or OpenVINO candidate")
-    assert result.budget is not None
-    try:
-        repro = write_repro(folder, shown_as, ref.onnx_path, candidate.model_path,
-                            localization.node, reference_values, candidate_values,
-                            result.budget)
-    except ReproError as exc:
-        return localization.with_repro(None, f"no repro: {exc}")
-    return localization.with_repro(repro)
-
-
-def _safe_run_all(tensors: TensorSource, feeds: Mapping[str, np.ndarray],
-                  ) -> dict[str, np.ndarray] | str:
-    """Every tensor of ``tensors``, or why they could not be had."""
-    try:
-        return tensors.run_all(feeds)
-    except ConvertkitError as exc:
-        log.debug("exposing the tensors of %s failed", tensors.label, exc_info=True)
-        return f"{tensors.label} did not run with its tensors exposed: {exc.message}"
-
-
-def _repro_dirs(targets: Sequence[str]) -> dict[str, Path]:
-    """OUT/repro for a single candidate, OUT/repro/<target> when there are several."""
-    if len(targets) == 1:
-        return {targets[0]: REPRO_DIR}
-    return {t: REPRO_DIR / t.replace(":", "-").replace("@", "-") for t in targets}
-
-
-# --- the pipeline's hook ----------------------------------------------------------------
-
-def localize_failures(results: Sequence[ArtifactResult], staging: Path, hub_model: Path,
-                      feeds: Mapping[str, np.ndarray], shown_as: Path,
-                      ) -> list[ArtifactResult]:
-    """For `convert`: localise each failed ONNX or OpenVINO artifact against the hub ONNX
-    model, when the hub model itself passed. Writes OUT/repro/<target>/."""
-    results = list(results)
-    hub = next((r for r in results if r.target == "onnx"), None)
-    if hub is None or hub.status != Status.PASS:
-        return results
-    reference = OnnxTensors(staging / hub_model)
-    ref = _Reference(dict(feeds), {}, {}, "", tensors=reference, onnx_path=staging / hub_model)
-    reference_values: dict[str, np.ndarray] | str | None = None
-    for index, result in enumerate(results):
-        if result.status != Status.FAIL or result.path is None:
-            continue
-        path = staging / result.path
-        suffix = path.suffix.lower()
-        if suffix not in (".onnx", ".xml") or (suffix == ".onnx" and _is_ep_context(path)):
-            results[index] = replace(result, notes=(
-                *result.notes, "not localised: this artifact cannot show its intermediate "
-                "tensors here"))
-            continue
-        if reference_values is None:
-            reference_values = _safe_run_all(reference, feeds)
-        candidate = _Candidate(
-            result.target, result.path, Precision.FP32, lambda: None,
-            (lambda p=path: OnnxTensors(p)) if suffix == ".onnx"
-            else (lambda p=path: OpenVinoTensors(p)), path)
-        repro_dir = REPRO_DIR / result.target.replace(":", "-").replace("@", "-")
-        results[index] = _localize(result, candidate, ref, reference_values, None, staging,
-                                   shown_as, repro_dir)
-    return results
-
-
-def _is_ep_context(path: Path) -> bool:
-    """A context-binary model (EPContext nodes, e.g. QNN's): only its own execution
-    provider can run it, so its intermediate tensors cannot be shown here."""
-    model = load_model(path, load_external_data=False)
-    return any(node.op_type == "EPContext" for node in model.graph.node)
 
 
 # --- precision --------------------------------------------------------------------------
@@ -636,7 +554,8 @@ def _lower(side: ModelRef, role: str, work: Path, options: ConvertOptions, echo:
     assert side.source is not None
     name = _framework_of(side, options)
     log_path = work / "logs" / f"{role}.log"
-    request = LowerRequest(side.source, options, work / role)
+    # A check builds nothing: every sample is graded, none calibrates.
+    request = LowerRequest(side.source, options, work / role, calibrate=False)
     shown = (str(out_path / "logs" / f"{role}.log") if out_path is not None else
              "the export log (pass -o to keep it, or --debug to see it live)")
     # The export stays in OUT/<role>/: localisation reads its intermediate tensors.

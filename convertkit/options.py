@@ -226,10 +226,24 @@ class ConvertOptions:
         "(checked like every artifact)."))
     # -- the check ------------------------------------------------------------------------
     data: Path | None = field(default=None, metadata=_flag(
-        "--data", parse=_path, metavar="FILE.npz",
-        help="Real inputs: an .npz with one array per model input, named after it. The "
-        "check runs on them and int8 builds calibrate on them; they also give the input "
-        "shapes of a model that does not record them."))
+        "--data", parse=_path, metavar="FILE.npz|DIR",
+        help="Real samples: an .npz with one array per model input, named after it (an "
+        "array with one more axis than the input stacks samples), or a folder of such "
+        "files. Without --calib-data, the odd samples calibrate and the even ones are "
+        "checked; they also give the input shapes of a model that records none."))
+    calib_data: Path | None = field(default=None, metadata=_flag(
+        "--calib-data", parse=_path, metavar="FILE.npz|DIR", commands=("convert",),
+        help="Samples for int8 calibration and the fp16 search (as --data); --data is "
+        "then checked whole. Never graded on: calibration and check samples stay apart."))
+    labels: Path | None = field(default=None, metadata=_flag(
+        "--labels", parse=_path, metavar="FILE.npy", commands=_CHECK_COMMANDS,
+        help="One integer class per --data sample ([N], or [N, batch]): the report gives "
+        "the source's and each artifact's top-1 accuracy, judged by max_accuracy_drop. A "
+        "`labels` array inside the --data .npz does the same."))
+    max_accuracy_drop: float | None = field(default=None, metadata=_flag(
+        "--max-accuracy-drop", parse=_tolerance, commands=_CHECK_COMMANDS, metavar="POINTS",
+        help="With labels: the most top-1 accuracy, in percentage points, an artifact may "
+        "lose (default per precision: fp32 0, fp16/bf16 0.5, int8 1)."))
     atol: float | None = field(default=None, metadata=_flag(
         "--atol", parse=_tolerance, commands=_CHECK_COMMANDS, metavar="A",
         help="Absolute tolerance of the check."))
@@ -352,5 +366,7 @@ def markdown_table() -> str:
         if spec.flag.metavar:
             flag += f" `{spec.flag.metavar}`"
         marks = " | ".join("yes" if c in spec.flag.commands else "" for c in COMMANDS)
-        rows.append(f"| {flag} | `{spec.name}` | {marks} | {spec.flag.help} |")
+        cells = (flag, f"`{spec.name}`", marks, spec.flag.help)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") if cell is not marks else cell
+                                      for cell in cells) + " |")
     return "\n".join(rows)

@@ -16,16 +16,16 @@ import onnx
 
 from convertkit import __version__
 from convertkit.adapters import Lowered, LowerRequest, detect_framework, lower
-from convertkit.check_models import localize_failures
 from convertkit.checker.budgets import (
     CHECK_RULE,
+    Budget,
     BudgetTable,
     budget_for,
     budget_table_dict,
     load_budget_file,
 )
-from convertkit.checker.inputs import load_arrays
-from convertkit.checker.metrics import OutputMetrics, compare_outputs
+from convertkit.checker.diagnosis import localize_failures
+from convertkit.checker.verdict import Evidence, judge
 from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
 from convertkit.ir.hub import HubRecord, build_hub
@@ -45,7 +45,14 @@ from convertkit.registry import (
 )
 from convertkit.reports import write_reports
 from convertkit.reports.record import ArtifactResult, Report, error_record
-from convertkit.selection import CandidateRecord, candidates, fastest_passing, median_latency_ms
+from convertkit.selection import (
+    NOT_EVIDENCE,
+    NOT_EVIDENCE_HINT,
+    CandidateRecord,
+    candidates,
+    fastest_passing,
+    median_latency_ms,
+)
 from convertkit.spec import (
     Family,
     InputSpec,
@@ -124,11 +131,17 @@ def convert(
         hub_model = load_model(staging / HUB_MODEL, load_external_data=False)
         hub_info = describe(hub_model)
         source_record.update(_source_record(lowered, hub_info, hub))
-        feeds = load_arrays(lowered.feeds_path)
-        reference = load_arrays(lowered.reference_path)
+        check = lowered.check
+        evidence = Evidence.load(check.feeds_path, check.reference_path, check.labels_path)
+        # The calibration samples feed the builds only: moved out of what OUT keeps (the
+        # report says where they came from, and which samples they were).
+        calibration_path = work / "calibration.npz"
+        shutil.move(check.calibration_path, calibration_path)
+        calibration = check.samples["calibration"]
         context = _CheckContext(
-            staging, hub_model, hub_info, lowered.inputs, feeds, reference, options.atol,
-            options.rtol, budgets, BuildOptions(None, lowered.feeds_path, data_path is not None))
+            staging, hub_model, hub_info, lowered.inputs, evidence, options, budgets,
+            BuildOptions(None, calibration_path, calibration["real"], check.feeds_path),
+            calibration)
         results = []
         for target, platform_class in platforms.items():
             progress(f"building {target}")
@@ -137,18 +150,21 @@ def convert(
             else:
                 result = _build_and_check(context, platform_class(), target, precisions[target])
             if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
-                result = _blame_optimization(result, exported, feeds, reference)
+                result = _blame_optimization(result, exported, evidence)
             results.append(_as_seen_from(result, staging, out_path))
         if options.localize:
-            results = localize_failures(results, staging, HUB_MODEL, feeds, out_path)
+            results = localize_failures(results, staging, HUB_MODEL, evidence.samples,
+                                        out_path)
         shutil.rmtree(work, ignore_errors=True)
         report = Report(
             source=source_record,
             check={
-                "inputs": f"--data {data_path}" if data_path else
-                          f"seeded random values (seed {request.seed})",
-                "feeds": str(lowered.feeds_path.relative_to(staging)),
-                "reference": str(lowered.reference_path.relative_to(staging)),
+                "inputs": _samples_text(check.samples),
+                "samples": check.samples,
+                "feeds": str(check.feeds_path.relative_to(staging)),
+                "reference": str(check.reference_path.relative_to(staging)),
+                "labels": (str(check.labels_path.relative_to(staging))
+                           if check.labels_path else None),
                 "rule": CHECK_RULE,
                 "budgets": budget_table_dict(budgets),
                 "budget_file": str(options.budget_file) if options.budget_file else None,
@@ -168,12 +184,15 @@ class _CheckContext:
     hub_model: onnx.ModelProto
     hub_info: OnnxInfo
     inputs: Sequence[InputSpec]
-    feeds: Mapping[str, np.ndarray]
-    reference: Mapping[str, np.ndarray]
-    atol: float | None
-    rtol: float | None
+    evidence: Evidence
+    options: ConvertOptions
     budgets: BudgetTable | None
-    options: BuildOptions
+    build_options: BuildOptions
+    calibration: dict[str, Any]  # where the calibration samples came from (SampleSet)
+
+    def budget(self, precision: Precision) -> Budget:
+        return budget_for(precision, self.options.atol, self.options.rtol, self.budgets,
+                          self.options.max_accuracy_drop)
 
 
 def _build_and_check(context: _CheckContext, platform: Platform, target: TargetSpec,
@@ -192,7 +211,7 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
                 hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
                 code="preflight-rejected",
             )
-        options = replace(context.options, precision=precision)
+        options = replace(context.build_options, precision=precision)
         model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
                              out_dir / "prepared.onnx")
         artifact = platform.build(model_path, target, out_dir, options)
@@ -200,31 +219,35 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
             _remove_model(model_path)  # an intermediate the platform copied or compiled
         notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
         relative = str(artifact.path.relative_to(staging))
-        budget = budget_for(artifact.precision, context.atol, context.rtol, context.budgets)
+        budget = context.budget(artifact.precision)
+        calibration = context.calibration if artifact.calibrated else None
         if artifact.is_prepared_only:
             return ArtifactResult(str(target), Status.PREPARED, relative,
                                   artifact.precision.value, budget,
                                   notes=(*notes, "not built here: no toolchain here builds it; "
-                                         "the files beside it are ready for one"))
+                                         "the files beside it are ready for one"),
+                                  calibration=calibration)
         runner = platform.open(artifact)
         if runner is None:
             return ArtifactResult(str(target), Status.BUILT, relative,
                                   artifact.precision.value, budget,
-                                  notes=(*notes, "not run: no runtime for it here"))
+                                  notes=(*notes, "not run: no runtime for it here"),
+                                  calibration=calibration)
         latency_ms = None
         layers: list[dict] = []
+        samples = context.evidence.samples
         with runner:
-            outputs = runner.run(context.feeds)
-            metrics = tuple(compare_outputs(outputs, context.reference, budget))
-            verdict = _verdict(metrics)
-            if measure_latency and verdict == Status.PASS:
-                latency_ms = median_latency_ms(lambda: runner.run(context.feeds))
-            if verdict == Status.FAIL:
-                layers = _layer_analysis(runner, context.feeds)
-        return ArtifactResult(str(target), verdict, relative,
-                              artifact.precision.value, budget, metrics, notes,
+            verdict = judge(runner.run_samples(samples), context.evidence, budget)
+            if measure_latency and verdict.status == Status.PASS:
+                latency_ms = median_latency_ms(lambda: runner.run(samples[0]))
+            if verdict.status == Status.FAIL:
+                layers = _layer_analysis(runner, samples[verdict.worst_sample])
+        return ArtifactResult(str(target), verdict.status, relative,
+                              artifact.precision.value, budget, verdict.metrics, notes,
                               latency_ms=latency_ms, checked_in=artifact.checked_in,
-                              layer_analysis=tuple(layers))
+                              layer_analysis=tuple(layers), samples=len(samples),
+                              accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
+                              calibration=calibration)
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
@@ -269,17 +292,26 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
         results.append(result)
         worst = max((m for m in result.outputs if m.max_abs is not None),
                     key=lambda m: m.max_abs, default=None)
+        # Asked for by its precision, a candidate is judged by its check alone.
+        unproven = result.is_calibrated_on_generated and precision is None
+        reason = result.error["message"] if result.error else ""
+        if unproven and result.status == Status.PASS:
+            reason = NOT_EVIDENCE
         records.append(CandidateRecord(
             str(candidate.target), candidate.precision.value, result.status, result.path,
             result.latency_ms, worst.max_abs if worst else None,
             min((m.cosine for m in result.outputs if m.cosine is not None), default=None),
-            reason=result.error["message"] if result.error else ""))
+            reason=reason, calibrated_on_generated=unproven,
+            accuracy_drop=result.accuracy["drop"] if result.accuracy else None))
     chosen = fastest_passing(records)
     if chosen is None:
         status = Status.FAIL if any(r.status == Status.FAIL for r in records) else Status.ERROR
         first_error = next((r.error for r in results if r.error), None)
+        passed_unproven = any(r.status == Status.PASS for r in records)
+        note = ("only candidates calibrated on generated inputs passed: " + NOT_EVIDENCE_HINT
+                if passed_unproven else "no candidate passed its budget")
         return ArtifactResult(str(AUTO_CPU_TARGET), status, candidates=tuple(records),
-                              notes=("no candidate passed its budget",),
+                              notes=(note,),
                               error=first_error if status == Status.ERROR else None)
     records[chosen] = replace(records[chosen], chosen=True)
     best = results[chosen]
@@ -290,22 +322,24 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
                    candidates=tuple(records))
 
 
-def _verdict(metrics: Sequence[OutputMetrics]) -> Status:
-    return Status.PASS if all(m.within_budget for m in metrics) else Status.FAIL
-
-
 def _blame_optimization(result: ArtifactResult, exported: Path,
-                        feeds: Mapping[str, np.ndarray],
-                        reference: Mapping[str, np.ndarray]) -> ArtifactResult:
+                        evidence: Evidence) -> ArtifactResult:
     """The optimised hub model failed: check the model as exported, to tell the user
     whether the exporter or the optimisation is at fault."""
     budget = result.budget or budget_for(Precision.FP32)
     with OrtRunner(exported) as runner:
-        unoptimized = _verdict(compare_outputs(runner.run(feeds), reference, budget))
+        unoptimized = judge(runner.run_samples(evidence.samples), evidence, budget).status
     note = ("the unoptimised export passes this check: graph optimisation changed the "
             "results; --no-optimize converts without it" if unoptimized == Status.PASS else
             "the unoptimised export fails this check too: the export itself differs")
     return replace(result, notes=(*result.notes, note))
+
+
+def _samples_text(record: Mapping[str, Any]) -> str:
+    """One line on what the check ran on and what calibrated, for report.json."""
+    evaluation, calibration = record["evaluation"], record["calibration"]
+    return (f"{evaluation['count']} sample(s) from {evaluation['source']}; calibration: "
+            f"{calibration['count']} other sample(s) from {calibration['source']}")
 
 
 def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: HubRecord) -> dict:

@@ -1,5 +1,7 @@
 """`-t cpu` with no toolchain: build every CPU candidate, check each, time the ones that
-pass on this machine, and keep the fastest.
+pass on this machine, and keep the fastest. A candidate that calibrated on generated
+inputs (no real samples were given) is a smoke test, not evidence: it is never chosen
+unless the user asked for its precision.
 
 A candidate is one platform at one precision (cpu:ort fp32, cpu:openvino bf16, ...).
 Latency is the median of repeated runs on the check inputs, every candidate at the
@@ -74,17 +76,31 @@ class CandidateRecord:
     max_abs: float | None
     cosine: float | None
     chosen: bool = False
-    reason: str = ""  # why it failed or was not run
+    reason: str = ""  # why it failed, was not run, or cannot be chosen
+    calibrated_on_generated: bool = False  # its build tuned itself on generated inputs
+    accuracy_drop: float | None = None  # with labels: points of top-1 accuracy it lost
+
+    @property
+    def is_eligible(self) -> bool:
+        return (self.status == Status.PASS and self.latency_ms is not None
+                and not self.calibrated_on_generated)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "precision": self.precision,
                 "status": self.status.value, "path": self.path,
                 "latency_ms": self.latency_ms, "max_abs": self.max_abs,
-                "cosine": self.cosine, "chosen": self.chosen, "reason": self.reason}
+                "cosine": self.cosine, "chosen": self.chosen, "reason": self.reason,
+                "calibrated_on_generated": self.calibrated_on_generated,
+                "accuracy_drop": self.accuracy_drop}
+
+
+NOT_EVIDENCE = "not chosen: calibrated on generated inputs"
+NOT_EVIDENCE_HINT = ("a build calibrated on generated inputs is a smoke test, not evidence: "
+                     "pass real samples with --data or --calib-data, or ask for its "
+                     "precision with --precision")
 
 
 def fastest_passing(records: list[CandidateRecord]) -> int | None:
-    """Index of the fastest candidate that passed its budget, or None."""
-    passing = [(r.latency_ms, i) for i, r in enumerate(records)
-               if r.status == Status.PASS and r.latency_ms is not None]
+    """Index of the fastest candidate that passed its budget and may be chosen, or None."""
+    passing = [(r.latency_ms, i) for i, r in enumerate(records) if r.is_eligible]
     return min(passing)[1] if passing else None

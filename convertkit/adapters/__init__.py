@@ -1,24 +1,28 @@
 """Adapters: one module per source framework, each behind the small ``Adapter`` interface.
 
 An adapter runs in a child process (see ``lower``): it loads the source, exports ONNX,
-builds the check inputs from the exported graph, and records reference outputs computed
-by the source framework itself. Everything it hands back is plain data and files.
+plans the check samples from the exported graph (checker/samples.py: the evaluation
+samples, and calibration samples kept apart from them), and records the reference outputs
+the source framework itself computes for every evaluation sample. Everything it hands back
+is plain data and files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
 
-from convertkit.checker.inputs import (
-    DEFAULT_SEED,
-    generate_feeds,
-    read_data,
-    select_data,
+from convertkit.checker.inputs import DEFAULT_SEED
+from convertkit.checker.samples import (
+    SamplePlan,
+    plan_samples,
+    read_arrays,
+    save_labels,
+    save_samples,
     specs_from_data,
 )
 from convertkit.errors import UsageError
@@ -36,6 +40,8 @@ class LowerRequest:
     options: ConvertOptions  # the source options (inputs, weights, opset, ...) and --data
     work_dir: Path  # the adapter writes only here
     seed: int = DEFAULT_SEED
+    # False for a check that builds nothing: every sample is evaluated, none calibrates.
+    calibrate: bool = True
 
     @property
     def export_path(self) -> Path:
@@ -49,25 +55,60 @@ class LowerRequest:
     def reference_path(self) -> Path:
         return self.work_dir / "reference.npz"
 
+    @property
+    def calibration_path(self) -> Path:
+        return self.work_dir / "calibration.npz"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.work_dir / "labels.npz"
+
     def to_dict(self) -> dict:
         return {"source": self.source.to_dict(), "options": self.options.to_dict(),
-                "work_dir": str(self.work_dir), "seed": self.seed}
+                "work_dir": str(self.work_dir), "seed": self.seed,
+                "calibrate": self.calibrate}
 
     @staticmethod
     def from_dict(data: dict) -> LowerRequest:
         return LowerRequest(SourceRef.from_dict(data["source"]),
                             ConvertOptions.from_dict(data["options"]), Path(data["work_dir"]),
-                            data["seed"])
+                            data["seed"], data["calibrate"])
+
+
+@dataclass(frozen=True)
+class CheckData:
+    """The files of a run's check (checker/samples.py formats): the evaluation samples,
+    the source's reference outputs for each, the calibration samples (never graded on),
+    the evaluation samples' labels, and the record of what went where."""
+
+    feeds_path: Path
+    reference_path: Path
+    calibration_path: Path
+    labels_path: Path | None = None
+    samples: dict = field(default_factory=dict)  # SamplePlan.record()
+
+    def to_dict(self) -> dict:
+        return {"feeds_path": str(self.feeds_path), "reference_path": str(self.reference_path),
+                "calibration_path": str(self.calibration_path),
+                "labels_path": str(self.labels_path) if self.labels_path else None,
+                "samples": self.samples}
+
+    @staticmethod
+    def from_dict(data: dict) -> CheckData:
+        return CheckData(Path(data["feeds_path"]), Path(data["reference_path"]),
+                         Path(data["calibration_path"]),
+                         Path(data["labels_path"]) if data.get("labels_path") else None,
+                         data.get("samples", {}))
 
 
 @dataclass(frozen=True)
 class Lowered:
-    """What an adapter produced: the exported ONNX, the check inputs and the references."""
+    """What an adapter produced: the exported ONNX, and the check's samples and the
+    source's reference outputs for them."""
 
     framework: str
     onnx_path: Path
-    feeds_path: Path
-    reference_path: Path
+    check: CheckData
     exporter: str  # which exporter produced the model, e.g. "torch.onnx (dynamo)"
     inputs: tuple[InputSpec, ...]
     output_names: tuple[str, ...]
@@ -76,11 +117,19 @@ class Lowered:
     # framework was fed transposed to NHWC (--inputs-as-nchw).
     nchw_inputs: tuple[str, ...] = field(default=())
 
+    @property
+    def feeds_path(self) -> Path:
+        return self.check.feeds_path
+
+    @property
+    def reference_path(self) -> Path:
+        return self.check.reference_path
+
     def to_dict(self) -> dict:
         return {
             "framework": self.framework, "onnx_path": str(self.onnx_path),
-            "feeds_path": str(self.feeds_path), "reference_path": str(self.reference_path),
-            "exporter": self.exporter, "inputs": [s.to_dict() for s in self.inputs],
+            "check": self.check.to_dict(), "exporter": self.exporter,
+            "inputs": [s.to_dict() for s in self.inputs],
             "output_names": list(self.output_names), "notes": list(self.notes),
             "nchw_inputs": list(self.nchw_inputs),
         }
@@ -89,8 +138,7 @@ class Lowered:
     def from_dict(data: dict) -> Lowered:
         return Lowered(
             framework=data["framework"], onnx_path=Path(data["onnx_path"]),
-            feeds_path=Path(data["feeds_path"]), reference_path=Path(data["reference_path"]),
-            exporter=data["exporter"],
+            check=CheckData.from_dict(data["check"]), exporter=data["exporter"],
             inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
             output_names=tuple(data["output_names"]), notes=tuple(data["notes"]),
             nchw_inputs=tuple(data.get("nchw_inputs", ())),
@@ -174,18 +222,40 @@ def lower_in_child(payload: dict) -> dict:
     return adapter.lower(request).to_dict()
 
 
-def make_check_feeds(request: LowerRequest, specs: Sequence[InputSpec],
-                     onnx_path: Path | None) -> dict[str, np.ndarray]:
-    """The run's one set of check inputs: ``--data`` if given, else seeded random values
-    (token ids kept inside the embedding tables of the exported graph)."""
-    if request.options.data is not None:
-        return select_data(read_data(request.options.data), specs)
+def plan_check_samples(request: LowerRequest, specs: Sequence[InputSpec],
+                       onnx_path: Path | None) -> SamplePlan:
+    """The run's samples (checker/samples.py): the evaluation samples the verdict rests
+    on, the calibration samples kept apart from them, and the labels. Generated values
+    keep token ids inside the embedding tables of the exported graph (``onnx_path``)."""
     model = None
     if onnx_path is not None:
         from convertkit.ir.io import load_model
 
         model = load_model(onnx_path, load_external_data=False)
-    return generate_feeds(specs, model, seed=request.seed)
+    options = request.options
+    return plan_samples(specs, model, data=options.data, calib_data=options.calib_data,
+                        labels=options.labels, seed=request.seed, calibrate=request.calibrate)
+
+
+def make_check_feeds(request: LowerRequest, specs: Sequence[InputSpec],
+                     onnx_path: Path | None) -> dict[str, np.ndarray]:
+    """The first evaluation sample: the example an exporter traces the model with."""
+    return plan_check_samples(request, specs, onnx_path).evaluation.samples[0]
+
+
+def save_check_data(request: LowerRequest, plan: SamplePlan,
+                    references: Sequence[Mapping[str, np.ndarray]]) -> CheckData:
+    """Write the plan's samples and the source's outputs for each evaluation sample into
+    the request's work folder."""
+    save_samples(request.feeds_path, plan.evaluation.samples)
+    save_samples(request.reference_path, references)
+    save_samples(request.calibration_path, plan.calibration.samples)
+    labels_path = None
+    if plan.labels is not None:
+        save_labels(request.labels_path, plan.labels)
+        labels_path = request.labels_path
+    return CheckData(request.feeds_path, request.reference_path, request.calibration_path,
+                     labels_path, plan.record())
 
 
 def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, model: str,
@@ -195,7 +265,7 @@ def specs_from_request(request: LowerRequest, parameters: Sequence[str], *, mode
     ``method`` (``parameters``, when known)."""
     specs = list(request.options.inputs)
     if not specs and request.options.data is not None:
-        specs = specs_from_data(read_data(request.options.data))
+        specs = specs_from_data(read_arrays(request.options.data)[0])
     if not specs:
         raise UsageError(
             f"{model} does not record its input shapes",

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from convertkit.adapters import Adapter, Lowered, LowerRequest, make_check_feeds, merge_specs
-from convertkit.checker.inputs import save_arrays
+import numpy as np
+
+from convertkit.adapters import (
+    Adapter,
+    Lowered,
+    LowerRequest,
+    merge_specs,
+    plan_check_samples,
+    save_check_data,
+)
 from convertkit.errors import ConversionError, UsageError
-from convertkit.ir.info import describe
+from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model, save_model
 from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.spec import SourceRef
@@ -26,26 +34,30 @@ class OnnxAdapter(Adapter):
         save_model(model, request.export_path, external_from=request.source.path.parent)
         info = describe(model)
         specs = merge_specs(info.input_specs(), request.options.inputs, "the ONNX model")
-        feeds = make_check_feeds(request, specs, request.export_path)
+        plan = plan_check_samples(request, specs, request.export_path)
 
         # The reference is the source model as written, with no graph optimisation.
         session = open_session(request.source.path, session_options("ORT_DISABLE_ALL"))
-        try:
-            reference = run_session(session, feeds)
-        except ConversionError as exc:
-            if request.options.inputs or request.options.data:
-                given = ", ".join(f"{n}:{'x'.join(map(str, a.shape))}:{a.dtype}"
-                                  for n, a in feeds.items())
-                raise UsageError(f"the model rejects inputs {given}: {exc.message}",
-                                 hint="check -i/--data against the model's inputs: "
-                                 + ", ".join(str(s) for s in info.input_specs()),
-                                 code="shape-rejected") from exc
-            raise
-        save_arrays(request.feeds_path, feeds)
-        save_arrays(request.reference_path, reference)
+        references = [_run(session, feeds, request, info) for feeds in plan.evaluation.samples]
         return Lowered(
-            framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
-            reference_path=request.reference_path, exporter="none (ONNX source)",
-            inputs=tuple(specs), output_names=tuple(reference),
+            framework=self.name, onnx_path=request.export_path,
+            check=save_check_data(request, plan, references),
+            exporter="none (ONNX source)", inputs=tuple(specs),
+            output_names=tuple(references[0]),
         )
+
+
+def _run(session, feeds: dict[str, np.ndarray], request: LowerRequest,
+         info: OnnxInfo) -> dict[str, np.ndarray]:
+    try:
+        return run_session(session, feeds)
+    except ConversionError as exc:
+        if request.options.inputs or request.options.data:
+            given = ", ".join(f"{n}:{'x'.join(map(str, a.shape))}:{a.dtype}"
+                              for n, a in feeds.items())
+            raise UsageError(f"the model rejects inputs {given}: {exc.message}",
+                             hint="check -i/--data against the model's inputs: "
+                             + ", ".join(str(s) for s in info.input_specs()),
+                             code="shape-rejected") from exc
+        raise
 

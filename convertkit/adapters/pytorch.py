@@ -22,10 +22,11 @@ from convertkit.adapters import (
     LowerRequest,
     is_renamed_single_input,
     make_check_feeds,
+    plan_check_samples,
+    save_check_data,
 )
 from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.python_source import model_from_python, source_mentions
-from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, UsageError, first_line, listed
 from convertkit.spec import InputSpec, SourceRef
@@ -77,16 +78,16 @@ class PyTorchAdapter(Adapter):
         output_names = _output_names(_run(loaded, example, specs, request))
 
         exporter, notes = _export(loaded, example, specs, output_names, request, torch)
-        feeds = make_check_feeds(request, specs, request.export_path)
-        outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
-        reference = {name: to_numpy(value) for name, value in zip(output_names, outputs,
-                                                                   strict=True)}
-        save_arrays(request.feeds_path, feeds)
-        save_arrays(request.reference_path, reference)
+        plan = plan_check_samples(request, specs, request.export_path)
+        references = []
+        for feeds in plan.evaluation.samples:
+            outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
+            references.append({name: to_numpy(value) for name, value in
+                               zip(output_names, outputs, strict=True)})
         return Lowered(
-            framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
-            reference_path=request.reference_path, exporter=exporter, inputs=tuple(specs),
-            output_names=tuple(output_names), notes=tuple(notes),
+            framework=self.name, onnx_path=request.export_path,
+            check=save_check_data(request, plan, references), exporter=exporter,
+            inputs=tuple(specs), output_names=tuple(output_names), notes=tuple(notes),
         )
 
 

@@ -3,7 +3,7 @@
 A job's key is the sha256 of one frozen record's canonical JSON (STYLE §8): the job's
 ConversionSpec (the source and every convert option), the content hashes of every file it
 names (the source file or folder, the .py file of FILE.py:NAME or the module file of
-package.module:NAME, --data, --weights, --budget-file),
+package.module:NAME, --data, --calib-data, --labels, --weights, --budget-file),
 the convertkit version and the versions of the framework and toolchains it uses, read
 from package metadata without importing any of them.
 
@@ -68,7 +68,8 @@ def job_key(conversion: ConversionSpec, base_dir: Path) -> CacheKey:
     options = conversion.options
     framework = options.framework or _detected_framework(conversion.source, base_dir)
     files = [("source", _source_hash(conversion.source, base_dir))]
-    for role, value in (("data", options.data), ("weights", options.weights),
+    for role, value in (("data", options.data), ("calib_data", options.calib_data),
+                        ("labels", options.labels), ("weights", options.weights),
                         ("budget_file", options.budget_file)):
         if value is not None:
             files.append((role, hash_path(_resolve(value, base_dir))))

@@ -1,7 +1,8 @@
-"""The one set of check inputs per run: a user's .npz, or seeded random values.
+"""Generated check inputs (seeded random values), and casting inputs to a model's types.
 
 Integer inputs that index an embedding table get values inside that table (its size is
-read from the graph), so token-id models are checked on valid ids.
+read from the graph), so token-id models are checked on valid ids. Which samples a check
+runs on, real or generated, is samples.py's business.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convertkit.errors import UsageError
 from convertkit.spec import InputSpec
 
 DEFAULT_SEED = 0
@@ -23,38 +23,6 @@ _VALUE_PRESERVING_OPS = {
     "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Slice",
     "Transpose", "Tile", "Concat",
 }
-
-
-def read_data(path: Path) -> dict[str, np.ndarray]:
-    """Load a user's .npz of named inputs."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"cannot read --data {path}: {str(exc).splitlines()[0] if str(exc) else exc}",
-            hint="pass an .npz written by numpy.savez with one array per model input",
-            code="bad-data",
-        ) from exc
-
-
-def specs_from_data(data: Mapping[str, np.ndarray]) -> list[InputSpec]:
-    return [InputSpec(name, tuple(int(d) for d in array.shape), array.dtype.name)
-            for name, array in data.items()]
-
-
-def select_data(data: Mapping[str, np.ndarray],
-                specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
-    """The arrays of ``data`` for ``specs``, in the specs' order and dtypes."""
-    missing = [s.name for s in specs if s.name not in data]
-    if missing:
-        raise UsageError(
-            f"--data has no array for input(s) {', '.join(missing)} "
-            f"(it holds {', '.join(data) or 'nothing'})",
-            hint="name each array in the .npz after the model input it feeds",
-            code="bad-data",
-        )
-    return {s.name: np.ascontiguousarray(data[s.name]).astype(s.dtype, copy=False) for s in specs}
 
 
 def generate_feeds(

@@ -1,8 +1,14 @@
-"""Compare an artifact's outputs with the reference outputs."""
+"""Compare an artifact's outputs with the reference outputs, over every check sample.
+
+Each output is judged over all samples at once: the worst element of any sample, the
+smallest cosine of any sample, top-1/top-5 agreement over the rows of every sample. A
+reference that holds NaN or Inf proves nothing, and fails the output.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +45,12 @@ class OutputMetrics:
     # Element counts per bin of absolute error; bin i holds errors in
     # (HISTOGRAM_UPPER_EDGES[i-1], HISTOGRAM_UPPER_EDGES[i]].
     error_histogram: tuple[int, ...] = ()
+    # The ratio ||actual|| / ||reference|| furthest from 1 of any sample (finite
+    # elements): the magnitude, which cosine is blind to.
+    norm_ratio: float | None = None
+    samples: int = 1  # how many samples the numbers cover
+    worst_sample: int | None = None  # the sample that holds worst_index
+    sample_cosines: tuple[float | None, ...] = ()  # per sample; ``cosine`` is the smallest
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +63,9 @@ class OutputMetrics:
             "error_histogram": ({"upper_edges": [_json_edge(e) for e in HISTOGRAM_UPPER_EDGES],
                                  "counts": list(self.error_histogram)}
                                 if self.error_histogram else None),
+            "norm_ratio": self.norm_ratio,
+            "samples": self.samples, "worst_sample": self.worst_sample,
+            "sample_cosines": list(self.sample_cosines),
         }
 
 
@@ -105,66 +120,136 @@ def output_scale(magnitude: np.ndarray) -> float:
     return max(1.0, float(np.sqrt(np.mean(np.square(magnitude)))))
 
 
+def compare_samples(actual: Sequence[Mapping[str, np.ndarray]],
+                    expected: Sequence[Mapping[str, np.ndarray]],
+                    budget: Budget) -> list[OutputMetrics]:
+    """Every reference output compared over all samples (``actual[i]`` ran on the inputs
+    that gave ``expected[i]``)."""
+    names = list(expected[0]) if expected else []
+    return [compare_output_samples(name, [sample.get(name) for sample in actual],
+                                   [sample[name] for sample in expected], budget)
+            for name in names]
+
+
+def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                    budget: Budget) -> list[OutputMetrics]:
+    """One sample's outputs compared with its reference."""
+    return compare_samples([actual], [expected], budget)
+
+
 def compare_output(name: str, actual: np.ndarray | None, expected: np.ndarray,
                    budget: Budget) -> OutputMetrics:
-    if actual is None:
-        return OutputMetrics(name, False, note="output missing from the artifact")
-    if actual.shape != expected.shape:
-        return OutputMetrics(name, False,
-                             note=f"shape {list(actual.shape)} != reference {list(expected.shape)}")
-    if expected.size == 0:
-        return OutputMetrics(name, True, 0.0, 0.0, 1.0, None, 0.0, note="empty output")
-    errors = element_errors(actual, expected, budget)
+    """One output of one sample."""
+    return compare_output_samples(name, [actual], [expected], budget)
+
+
+def compare_output_samples(name: str, actual: Sequence[np.ndarray | None],
+                           expected: Sequence[np.ndarray], budget: Budget) -> OutputMetrics:
+    """One output over every sample (``actual[i]`` against ``expected[i]``)."""
+    count = len(expected)
+    if any(value is None for value in actual):
+        return OutputMetrics(name, False, note="output missing from the artifact",
+                             samples=count)
+    present = [value for value in actual if value is not None]
+    for index, (got, want) in enumerate(zip(present, expected, strict=True)):
+        if got.shape != want.shape:
+            where = f" (sample {index})" if count > 1 else ""
+            return OutputMetrics(name, False, samples=count, note=(
+                f"shape {list(got.shape)} != reference {list(want.shape)}{where}"))
+    if all(want.size == 0 for want in expected):
+        return OutputMetrics(name, True, 0.0, 0.0, 1.0, None, 0.0, note="empty output",
+                             samples=count)
+    nonfinite = sum(int(want.size - np.count_nonzero(np.isfinite(want)))
+                    for want in expected if np.issubdtype(want.dtype, np.inexact))
+    a = np.concatenate([np.ravel(got).astype(np.float64) for got in present])
+    b = np.concatenate([np.ravel(want).astype(np.float64) for want in expected])
+    errors = element_errors(a, b, budget)
     diff, outside = errors.diff, errors.outside
-    a = actual.astype(np.float64)
-    b = expected.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         # The worst element is the one furthest beyond what the budget allows.
         excess = np.where(errors.nonfinite_mismatch, np.inf, diff - errors.allowed)
-        worst = np.unravel_index(int(np.argmax(excess)), expected.shape)
         rel = np.where(diff == 0, 0.0,
                        diff / np.maximum(errors.magnitude, np.finfo(np.float32).tiny))
-    top1, top5 = _topk_agreement(actual, expected)
-    cosine = _cosine(a, b)
+    worst_sample, worst_index = _locate(int(np.argmax(excess)), expected)
+    top1, top5 = _topk_agreement(present, expected)
+    cosines = tuple(_cosine(np.ravel(got).astype(np.float64), np.ravel(want).astype(np.float64))
+                    for got, want in zip(present, expected, strict=True))
+    known = [c for c in cosines if c is not None]
+    cosine = min(known) if known and len(known) == len(cosines) else None
+    ratios = [_norm_ratio(np.ravel(got).astype(np.float64), np.ravel(want).astype(np.float64))
+              for got, want in zip(present, expected, strict=True)]
+    known_ratios = [r for r in ratios if r is not None]
+    norm_ratio = max(known_ratios, key=lambda r: abs(r - 1.0)) if known_ratios else None
+    notes = []
+    if nonfinite:
+        notes.append(f"the reference holds {nonfinite} NaN or Inf value(s): a check "
+                     "against it proves nothing")
+    if errors.nonfinite_mismatch.any():
+        notes.append(f"{int(errors.nonfinite_mismatch.sum())} element(s) NaN or Inf on one "
+                     "side only")
     return OutputMetrics(
         name=name,
-        within_budget=_is_within_budget(budget, bool(outside.any()),
-                                        bool(errors.nonfinite_mismatch.any()), cosine,
-                                        top1, top5),
+        within_budget=not nonfinite and is_within_budget(
+            budget, bool(outside.any()), bool(errors.nonfinite_mismatch.any()), cosine,
+            top1, top5, norm_ratio),
         max_abs=_finite_or_none(diff.max()),
         max_rel=_finite_or_none(rel.max()),
         cosine=cosine,
-        worst_index=tuple(int(i) for i in worst),
+        worst_index=worst_index,
         mismatch_fraction=float(outside.mean()),
-        note=(f"{int(errors.nonfinite_mismatch.sum())} element(s) NaN or Inf on one side only"
-              if errors.nonfinite_mismatch.any() else ""),
+        note="; ".join(notes),
         mean_abs=_mean_finite(diff),
         snr_db=_snr_db(a, b),
         top1_agreement=top1,
         top5_agreement=top5,
         error_histogram=error_histogram(diff),
+        norm_ratio=norm_ratio,
+        samples=count,
+        worst_sample=worst_sample if count > 1 else None,
+        sample_cosines=cosines if count > 1 else (),
     )
 
 
-def _is_within_budget(budget: Budget, any_outside: bool, any_nonfinite_mismatch: bool,
-                      cosine: float | None, top1: float | None, top5: float | None) -> bool:
-    """The verdict under ``budget``: elementwise, or by cosine when it sets min_cosine; the
-    top-k floors apply where the output has top-k agreement (class scores)."""
-    if budget.min_cosine is None:
-        verdict = not any_outside
-    else:
-        verdict = (not any_nonfinite_mismatch and cosine is not None
-                   and cosine >= budget.min_cosine)
-    if budget.min_top1 is not None and top1 is not None:
-        verdict = verdict and top1 >= budget.min_top1
-    if budget.min_top5 is not None and top5 is not None:
-        verdict = verdict and top5 >= budget.min_top5
-    return verdict
+def _locate(flat: int, expected: Sequence[np.ndarray]) -> tuple[int, tuple[int, ...]]:
+    """(sample, index within it) of position ``flat`` in the samples laid end to end."""
+    for sample, want in enumerate(expected):
+        if flat < want.size:
+            return sample, tuple(int(i) for i in np.unravel_index(flat, want.shape))
+        flat -= want.size
+    return len(expected) - 1, ()
 
 
-def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
-                    budget: Budget) -> list[OutputMetrics]:
-    return [compare_output(name, actual.get(name), ref, budget) for name, ref in expected.items()]
+def worst_sample(metrics: Sequence[OutputMetrics]) -> int:
+    """The sample to look closer at (localisation, a toolkit's layer analysis): where the
+    first output outside its budget is worst."""
+    failed = next((m for m in metrics if not m.within_budget), None)
+    return failed.worst_sample if failed is not None and failed.worst_sample else 0
+
+
+def is_within_budget(budget: Budget, any_outside: bool, any_nonfinite_mismatch: bool,
+                     cosine: float | None, top1: float | None, top5: float | None,
+                     norm_ratio: float | None = None) -> bool:
+    """The verdict under ``budget`` (budgets.py): every element within its tolerance, or,
+    where the budget has a cosine floor, the output as a whole within it: cosine at least
+    the floor, the norm within what that floor allows (cosine is blind to scale: an fp16
+    output saturated at 1.0 against references near 0.1 has cosine 1), the top-k floors
+    for class scores, and nothing NaN or Inf on one side only."""
+    if not any_outside:
+        return True
+    if budget.min_cosine is None or any_nonfinite_mismatch or cosine is None:
+        return False
+    return (cosine >= budget.min_cosine
+            and (norm_ratio is None
+                 or abs(norm_ratio - 1.0) <= max_norm_change(budget.min_cosine))
+            and (budget.min_top1 is None or top1 is None or top1 >= budget.min_top1)
+            and (budget.min_top5 is None or top5 is None or top5 >= budget.min_top5))
+
+
+def max_norm_change(min_cosine: float) -> float:
+    """How far ||actual|| / ||reference|| may stray from 1 under a cosine floor: the
+    relative distance of two vectors of one norm at that cosine, sqrt(2 (1 - cosine))
+    (int8 0.98: 20%, bf16 0.999: 4.5%, fp16 0.9999: 1.4%)."""
+    return math.sqrt(max(0.0, 2.0 * (1.0 - min_cosine)))
 
 
 def error_histogram(diff: np.ndarray) -> tuple[int, ...]:
@@ -184,12 +269,16 @@ def looks_like_class_scores(array: np.ndarray) -> bool:
     return len(shape) == 2 and shape[1] >= 2 and shape[0] >= 1
 
 
-def _topk_agreement(actual: np.ndarray, expected: np.ndarray) -> tuple[float | None, float | None]:
-    if not looks_like_class_scores(expected):
+def _topk_agreement(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray],
+                    ) -> tuple[float | None, float | None]:
+    """Top-1 agreement and top-5 overlap over the rows of every sample, for outputs that
+    look like class scores."""
+    if not all(looks_like_class_scores(want) for want in expected):
         return None, None
-    rows = expected.shape[0]
-    a = np.nan_to_num(actual.reshape(rows, -1).astype(np.float64), nan=-np.inf)
-    b = np.nan_to_num(expected.reshape(rows, -1).astype(np.float64), nan=-np.inf)
+    a = np.concatenate([np.nan_to_num(got.reshape(got.shape[0], -1).astype(np.float64),
+                                      nan=-np.inf) for got in actual])
+    b = np.concatenate([np.nan_to_num(want.reshape(want.shape[0], -1).astype(np.float64),
+                                      nan=-np.inf) for want in expected])
     classes = b.shape[1]
     top1 = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
     k = TOP_K[1]
@@ -215,6 +304,14 @@ def _snr_db(a: np.ndarray, b: np.ndarray) -> float | None:
 def _mean_finite(diff: np.ndarray) -> float | None:
     finite = diff[np.isfinite(diff)]
     return float(finite.mean()) if finite.size else None
+
+
+def _norm_ratio(a: np.ndarray, b: np.ndarray) -> float | None:
+    finite = np.isfinite(a) & np.isfinite(b)
+    norm = float(np.linalg.norm(b[finite]))
+    if norm == 0.0:
+        return None
+    return float(np.linalg.norm(a[finite]) / norm)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -29,9 +29,14 @@ class Problem:
 class BuildOptions:
     """What the user asked of every build."""
 
-    precision: Precision | None = None  # None: the platform's first (default) precision
-    calibration_path: Path | None = None  # .npz of inputs to calibrate int8 with
-    calibration_is_real: bool = False  # from --data; generated values calibrate worse
+    precision: Precision | None = None  # None: the target's default precision
+    # Samples (checker/samples.py) to calibrate int8 with and to tune any search on
+    # (fp16 keep lists); never the samples the check grades.
+    calibration_path: Path | None = None
+    calibration_is_real: bool = False  # from --data/--calib-data; generated ones are not
+    # The samples the check will run, for a toolkit that can only simulate a model in the
+    # process that built it (rknn-toolkit2): never to tune anything on.
+    evaluation_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Artifact:
     # Where the check runs it, e.g. "the rknn-toolkit2 2.5.0 simulator"; "" for the
     # runtime the platform is named after.
     checked_in: str = ""
+    # The build tuned itself on the calibration samples (int8 ranges, an fp16 keep list).
+    calibrated: bool = False
 
 
 class Runner(Protocol):
@@ -59,6 +66,12 @@ class Runner(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
+        """The outputs of every sample, in order. A simulator that starts a process per
+        run overrides this to run them all at once."""
+        return [self.run(feeds) for feeds in samples]
 
     def layer_analysis(self, feeds: Mapping[str, np.ndarray]) -> list[dict]:
         """After a failed check, the toolkit's own view of which layers diverge most

@@ -1,7 +1,8 @@
-"""Calibration inputs for the platforms that quantise (int8) or search for fp16-safe nodes.
+"""Calibration samples for the platforms that quantise (int8) or search for fp16-safe nodes.
 
-The pipeline hands every platform the same .npz (``BuildOptions.calibration_path``): the
-user's ``--data`` when given, else the seeded random check inputs. Generated values
+The pipeline hands every platform the same samples (``BuildOptions.calibration_path``,
+checker/samples.py): ``--calib-data``, or the half of ``--data`` the check never grades,
+else generated samples drawn from another seed than the check's. Generated values
 calibrate worse than real ones, and the platforms say so in their notes.
 """
 
@@ -13,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from convertkit.checker.inputs import cast_feeds, load_arrays
+from convertkit.checker.inputs import cast_feeds
+from convertkit.checker.samples import (
+    CALIBRATION_SEED,
+    GENERATED_SAMPLES,
+    generate_samples,
+    load_samples,
+)
 from convertkit.errors import ConversionError
 from convertkit.platforms import BuildOptions
 
@@ -25,28 +32,28 @@ GENERATED_CALIBRATION_NOTE = ("calibrated on generated inputs (seeded random val
 
 def calibration_samples(options: BuildOptions, model_path: Path,
                         purpose: str) -> list[dict[str, np.ndarray]]:
-    """The calibration inputs for the model at ``model_path``, one dict of feeds per
+    """The calibration samples for the model at ``model_path``, one dict of feeds per
     sample, cast to the model's input types. ``purpose`` names what they are for in errors
-    ("int8 calibration"). Without a calibration file, seeded random inputs are generated
-    as the check's are (checker/inputs.py)."""
+    ("int8 calibration"). Without a calibration file (a platform built on its own),
+    samples are generated from the calibration seed (checker/samples.py)."""
     model = onnx.load(str(model_path), load_external_data=False)
     if options.calibration_path is None:
-        from convertkit.checker.inputs import generate_feeds
         from convertkit.ir.info import describe
 
-        return [generate_feeds(describe(model).input_specs(), model)]
-    arrays = load_arrays(options.calibration_path)
+        return generate_samples(describe(model).input_specs(), model, CALIBRATION_SEED,
+                                GENERATED_SAMPLES)
+    samples = load_samples(options.calibration_path)
     initializers = {t.name for t in model.graph.initializer}
     wanted = {i.name: _dtype_name(i.type.tensor_type.elem_type) for i in model.graph.input
               if i.name not in initializers}
-    missing = sorted(set(wanted) - set(arrays))
+    missing = sorted(set(wanted) - set(samples[0])) if samples else sorted(wanted)
     if missing:
         raise ConversionError(
-            f"{purpose}: the sample inputs have no array for {', '.join(missing)}",
+            f"{purpose}: the calibration samples have no array for {', '.join(missing)}",
             hint="name each array in the .npz after the model input it feeds",
             code="no-calibration-data",
         )
-    return [cast_feeds(arrays, wanted)]
+    return [cast_feeds(sample, wanted) for sample in samples]
 
 
 def calibration_notes(options: BuildOptions) -> tuple[str, ...]:

@@ -71,14 +71,14 @@ class OrtCpuPlatform(Platform):
             # the CPU it runs on (an offline-optimised copy ran ~1.4x slower on ResNet-50).
             model = out_dir / "model.onnx"
             with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir) as scratch:
-                notes = quantize_int8(onnx_path, model, Path(scratch), options)
+                notes, calibrated = quantize_int8(onnx_path, model, Path(scratch), options)
             _drop_folded_initializer_inputs(onnx_path, model)
             files = sorted(out_dir.glob("model.onnx*"))
             files.append(_write_session_file(out_dir, LOAD_TIME_OPTIMIZATION_LEVEL, None))
             return Artifact(str(target), model, Precision.INT8, tuple(files),
                             notes=(*notes, f"graph optimised when loaded, at "
                                    f"{LOAD_TIME_OPTIMIZATION_LEVEL}; load it with the "
-                                   f"settings in {SESSION_FILE}"))
+                                   f"settings in {SESSION_FILE}"), calibrated=calibrated)
         files = _optimize_offline(onnx_path, out_dir)
         return Artifact(str(target), files[0], Precision.FP32, tuple(files),
                         notes=(f"graph optimised offline at {OFFLINE_OPTIMIZATION_LEVEL}; "
@@ -150,12 +150,12 @@ QDQ_MIN_OPSET = 13
 
 
 def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
-                  options: BuildOptions) -> tuple[str, ...]:
+                  options: BuildOptions) -> tuple[tuple[str, ...], bool]:
     """Quantise ``onnx_path`` to int8 into ``quantized`` with onnxruntime.quantization:
     quant_pre_process (shape inference, graph clean-up, into ``scratch``), then
     quantize_dynamic for transformer-like models, else quantize_static (QDQ, per-channel
     int8 weights, int8 activations, MinMax calibration on options.calibration_path).
-    Returns the notes saying which and why."""
+    Returns the notes saying which and why, and whether calibration samples were used."""
     _import_onnxruntime_tools_without_torch()
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -200,7 +200,7 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
                              per_channel=False, use_external_data_format=large)
             notes.append(f"int8: dynamic quantisation (int8 weights, activations quantised at "
                          f"run time) because {why}; static calibration suits such models worse")
-            return tuple(notes)
+            return tuple(notes), False
         samples = calibration_samples(options, prepared, "int8 calibration")
 
         class _Reader(CalibrationDataReader):
@@ -223,9 +223,9 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
             hint="build at fp32 instead, or report the model to onnxruntime",
             code="quantization-failed") from exc
     notes.append(f"int8: static QDQ quantisation (per-channel int8 weights, int8 activations, "
-                 f"MinMax calibration on {len(samples)} batch(es)) because {why}")
+                 f"MinMax calibration on {len(samples)} sample(s)) because {why}")
     notes.extend(calibration_notes(options))
-    return tuple(notes)
+    return tuple(notes), True
 
 
 def _import_onnxruntime_tools_without_torch() -> None:

@@ -227,7 +227,7 @@ class Fp16GpuPlatform(Platform):
         files = save_model(result.model, path)
         files.append(_write_kept_nodes(out_dir, result))
         return Artifact(str(target), path, Precision.FP16, tuple(files),
-                        notes=(*result.notes(), CPU_CHECK_NOTE))
+                        notes=(*result.notes(), CPU_CHECK_NOTE), calibrated=True)
 
     def open(self, artifact: Artifact) -> EmulatedFp16Runner:
         return EmulatedFp16Runner(artifact.path)
@@ -325,11 +325,13 @@ class TensorRtPlatform(Platform):
             notes.append(f"no TensorRT builder here ({builder.reason}): run "
                          f"{command.name} where TensorRT is installed to build the engine")
             return Artifact(str(target), model_path, precision, tuple(files),
-                            notes=tuple(notes), is_prepared_only=True)
+                            notes=tuple(notes), is_prepared_only=True,
+                            calibrated=precision == Precision.FP16)
         engine = out_dir / "model.engine"
         notes.extend(tensorrt_engine.build_engine(builder, model_path, engine, sm))
         files.append(engine)
-        return Artifact(str(target), engine, precision, tuple(files), notes=tuple(notes))
+        return Artifact(str(target), engine, precision, tuple(files), notes=tuple(notes),
+                        calibrated=precision == Precision.FP16)
 
     def open(self, artifact: Artifact):
         from convertkit.platforms import tensorrt_engine

@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convertkit.checker.inputs import cast_feeds, save_arrays
+from convertkit.checker.inputs import cast_feeds
+from convertkit.checker.samples import save_samples
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, first_line
 from convertkit.ir.info import OnnxInfo
@@ -142,7 +143,8 @@ class OpenVinoCpuPlatform(Platform):
         notes.append(f"compile with INFERENCE_PRECISION_HINT={hint} (written to {COMPILE_FILE}); "
                      "OpenVINO's own default on a bf16-capable CPU is bf16")
         files = (xml, xml.with_suffix(".bin"), out_dir / COMPILE_FILE)
-        return Artifact(str(target), xml, precision, files, notes=tuple(notes))
+        return Artifact(str(target), xml, precision, files, notes=tuple(notes),
+                        calibrated=precision == Precision.INT8)
 
     def open(self, artifact: Artifact) -> OpenVinoRunner:
         settings = json.loads((artifact.path.parent / COMPILE_FILE).read_text())
@@ -166,7 +168,7 @@ def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: Bui
         if precision == Precision.INT8:
             calibration = Path(scratch, "calibration.npz")
             samples = calibration_samples(options, onnx_path, "int8 calibration")
-            save_arrays(calibration, samples[0])
+            save_samples(calibration, samples)
             transformer, why = is_transformer_like(onnx_path)
             payload.update(calibration=str(calibration), transformer=transformer)
             notes.append("int8: NNCF post-training quantisation"
@@ -289,18 +291,18 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _quantize_with_nncf(model, payload: dict[str, Any]):
     nncf = require("nncf", name="NNCF", extra="openvino", needed_for="OpenVINO int8 needs it")
-    from convertkit.checker.inputs import load_arrays
+    from convertkit.checker.samples import load_samples
 
-    arrays = load_arrays(Path(payload["calibration"]))
+    calibration = load_samples(Path(payload["calibration"]))
     types = {}
     for port in model.inputs:
         name = port.get_any_name()
-        if name not in arrays:
+        if name not in calibration[0]:
             raise ConversionError(f"int8 calibration: the sample inputs have no array for {name}",
                                   hint="name each array in the .npz after the model input",
                                   code="no-calibration-data")
         types[name] = _dtype_name(port.get_element_type())
-    samples = [cast_feeds(arrays, types)]
+    samples = [cast_feeds(sample, types) for sample in calibration]
     options: dict[str, Any] = {"subset_size": len(samples)}
     if payload.get("transformer"):
         options["model_type"] = nncf.ModelType.TRANSFORMER

@@ -73,13 +73,17 @@ def _header(report: dict[str, Any], source: dict[str, Any]) -> str:
     check = report.get("check", {})
     if check.get("inputs"):
         rows.append(("check inputs", check["inputs"]))
+    samples = check.get("samples") or {}
+    if samples.get("labels"):
+        rows.append(("labels", samples["labels"]))
     rows.append(("exit code", str(report.get("exit_code", ""))))
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="meta">{body}</table>'
 
 
-_SUMMARY_COLUMNS = ("target", "status", "precision", "budget", "output", "max abs", "max rel",
-                    "mean abs", "cosine", "SNR dB", "mismatch", "top-1", "top-5")
+_SUMMARY_COLUMNS = ("target", "status", "precision", "samples", "budget", "output", "max abs",
+                    "max rel", "mean abs", "min cosine", "SNR dB", "mismatch", "top-1",
+                    "top-5")
 
 
 def _summary_table(artifacts: list[dict[str, Any]]) -> str:
@@ -87,11 +91,18 @@ def _summary_table(artifacts: list[dict[str, Any]]) -> str:
     rows = []
     for artifact in artifacts:
         status = artifact.get("status", "")
+        shown = status
+        calibration = artifact.get("calibration")
+        if calibration and not calibration.get("real") and status == "pass":
+            shown = "pass (calibrated on generated inputs: a smoke test)"
         budget = artifact.get("budget")
         budget_text = f"atol {budget['atol']:g}, rtol {budget['rtol']:g}" if budget else "-"
+        if budget and budget.get("min_cosine") is not None:
+            budget_text += f", or cosine {budget['min_cosine']:g}"
         lead = (f"<td>{escape(artifact.get('target', ''))}</td>"
-                f'<td class="{escape(status)}">{escape(status)}</td>'
+                f'<td class="{escape(status)}">{escape(shown)}</td>'
                 f"<td>{escape(artifact.get('precision') or '-')}</td>"
+                f"<td class=\"num\">{escape(str(artifact.get('samples') or '-'))}</td>"
                 f"<td>{escape(budget_text)}</td>")
         metrics = artifact.get("metrics") or {}
         if not metrics:
@@ -100,7 +111,7 @@ def _summary_table(artifacts: list[dict[str, Any]]) -> str:
             rows.append(f"<tr>{lead}<td colspan=\"9\">{escape(detail)}</td></tr>")
             continue
         for index, (name, m) in enumerate(metrics.items()):
-            cells = lead if index == 0 else '<td colspan="4"></td>'
+            cells = lead if index == 0 else '<td colspan="5"></td>'
             over = "" if m.get("within_budget") else ' class="over"'
             rows.append(
                 f"<tr{over}>{cells}<td>{escape(name)}"
@@ -130,6 +141,21 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
         parts.append(f"<p>artifact: <code>{escape(artifact['path'])}</code></p>")
     if artifact.get("checked_in"):
         parts.append(f"<p>checked in {escape(artifact['checked_in'])}</p>")
+    accuracy = artifact.get("accuracy")
+    if accuracy:
+        verdict = "within" if accuracy.get("within_budget") else "over"
+        parts.append(
+            f"<p>top-1 accuracy on {accuracy['rows']} labelled rows ({escape(accuracy['output'])}):"
+            f" artifact {accuracy['artifact_top1']:.2f}%, source {accuracy['source_top1']:.2f}%,"
+            f' drop <span class="{"pass" if verdict == "within" else "fail"}">'
+            f"{accuracy['drop']:.2f} points</span>, {verdict} the {accuracy.get('max_drop')} "
+            "allowed</p>")
+    calibration = artifact.get("calibration")
+    if calibration:
+        parts.append(f"<p>calibrated on {calibration['count']} sample(s), "
+                     f"{escape(str(calibration['source']))}"
+                     + ("" if calibration.get("real") else
+                        ": generated inputs, a smoke test and not evidence") + "</p>")
     if artifact.get("error"):
         error = artifact["error"]
         parts.append(f'<p class="error">{escape(error.get("message", ""))}</p>'

@@ -78,9 +78,32 @@ def _artifact_case(artifact: dict[str, Any], classname: str) -> ET.Element:
         ET.SubElement(case, "error", message="the artifact failed", type="error")
     lines = [f"{name}: {_describe_metric(metric)}"
              for name, metric in (artifact.get("metrics") or {}).items()]
+    lines += _evidence(artifact)
     if lines:
         ET.SubElement(case, "system-out").text = "\n".join(lines)
     return case
+
+
+def _evidence(artifact: dict[str, Any]) -> list[str]:
+    """What the verdict rests on: samples, accuracy, calibration."""
+    lines = []
+    if artifact.get("samples"):
+        lines.append(f"samples: {artifact['samples']}")
+    accuracy = artifact.get("accuracy")
+    if accuracy:
+        lines.append(_accuracy(accuracy))
+    calibration = artifact.get("calibration")
+    if calibration:
+        lines.append(f"calibrated on {calibration['count']} sample(s), {calibration['source']}"
+                     + ("" if calibration.get("real") else
+                        " (generated inputs: a smoke test, not evidence)"))
+    return lines
+
+
+def _accuracy(accuracy: dict[str, Any]) -> str:
+    return (f"top-1 accuracy {accuracy['artifact_top1']:.2f}% vs source "
+            f"{accuracy['source_top1']:.2f}% on {accuracy['rows']} rows: drop "
+            f"{accuracy['drop']:.2f} points, max {accuracy.get('max_drop')}")
 
 
 def _error_case(name: str, classname: str, error: dict[str, Any], time: float) -> ET.Element:
@@ -102,6 +125,9 @@ def _failure_message(artifact: dict[str, Any]) -> str:
              f"{_percent(m.get('mismatch_fraction'))} outside atol={budget.get('atol')} "
              f"rtol={budget.get('rtol')}" + (f" ({m['note']})" if m.get("note") else "")
              for name, m in failing]
+    accuracy = artifact.get("accuracy")
+    if accuracy and not accuracy.get("within_budget"):
+        parts.append(_accuracy(accuracy))
     return "; ".join(parts) or "outside the budget"
 
 

@@ -42,6 +42,15 @@ class ArtifactResult:
     checked_in: str = ""  # where the check ran, when not the target's own runtime
     # A failed NPU artifact: its toolkit's per-layer analysis, worst layers first.
     layer_analysis: tuple[dict[str, Any], ...] = ()
+    samples: int | None = None  # how many evaluation samples the verdict rests on
+    accuracy: dict[str, Any] | None = None  # with labels: checker.accuracy.Accuracy
+    # When the build tuned itself on calibration samples: where they came from
+    # (checker.samples.SampleSet.record()); "real": false is a smoke test, not evidence.
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def is_calibrated_on_generated(self) -> bool:
+        return self.calibration is not None and not self.calibration.get("real", False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +64,8 @@ class ArtifactResult:
             "candidates": [c.to_dict() for c in self.candidates],
             "checked_in": self.checked_in or None,
             "layer_analysis": list(self.layer_analysis),
+            "samples": self.samples, "accuracy": self.accuracy,
+            "calibration": self.calibration,
         }
 
 

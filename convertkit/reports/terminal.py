@@ -1,11 +1,15 @@
 """The terminal view of a report: a table with one row per artifact output, then a few
-lines per artifact that needs them (the `-t cpu` candidates, where a failed one diverges
-first, the toolkit's worst layers)."""
+lines per artifact that needs them (the `-t cpu` candidates, task accuracy, where a failed
+one diverges first, the toolkit's worst layers), and what the check rested on."""
 
 from __future__ import annotations
 
 from convertkit.reports.record import ArtifactResult, Report
+from convertkit.selection import NOT_EVIDENCE_HINT
 from convertkit.spec import Status
+
+# Marks a status that rests on a build calibrated on generated inputs (a smoke test).
+GENERATED_MARK = "*"
 
 
 def format_table(report: Report) -> str:
@@ -13,7 +17,8 @@ def format_table(report: Report) -> str:
     header = ("target", "status", "precision", "output", "max abs", "max rel", "cosine")
     rows: list[tuple[str, ...]] = []
     for artifact in report.artifacts:
-        base = (artifact.target, artifact.status.value, artifact.precision or "-")
+        status = artifact.status.value + (GENERATED_MARK if _marked(artifact) else "")
+        base = (artifact.target, status, artifact.precision or "-")
         if not artifact.outputs:
             detail = artifact.error["message"] if artifact.error else _UNCHECKED.get(
                 artifact.status, "")
@@ -34,12 +39,19 @@ _UNCHECKED = {Status.BUILT: "not run: nothing here runs it",
               Status.PREPARED: "not built: its toolchain is not here"}
 
 
+def _marked(artifact: ArtifactResult) -> bool:
+    return artifact.is_calibrated_on_generated and artifact.status == Status.PASS
+
+
 def format_findings(report: Report) -> list[str]:
-    """A few lines under the table for each failed artifact: where it diverges first and
-    the command that reproduces it."""
-    lines = []
+    """A few lines under the table: what the check rested on, the candidates of `-t cpu`,
+    accuracy, and for each failed artifact where it diverges first and the command that
+    reproduces it."""
+    lines = _evidence_lines(report)
     for artifact in report.artifacts:
         lines.extend(_candidate_lines(artifact))
+        if artifact.accuracy:
+            lines.append(_accuracy_line(artifact))
         if artifact.checked_in and artifact.status in (Status.PASS, Status.FAIL):
             lines.append(f"{artifact.target}: checked in {artifact.checked_in}")
         lines.extend(_layer_lines(artifact))
@@ -58,6 +70,33 @@ def format_findings(report: Report) -> list[str]:
     return lines
 
 
+def _evidence_lines(report: Report) -> list[str]:
+    samples = report.check.get("samples") or {}
+    evaluation = samples.get("evaluation")
+    if not evaluation:
+        return []
+    line = f"check: {evaluation['count']} sample(s), {evaluation['source']}"
+    calibration = samples.get("calibration") or {}
+    if calibration.get("count"):
+        line += f"; calibration: {calibration['count']} other(s), {calibration['source']}"
+    if samples.get("labels"):
+        line += f"; labels: {samples['labels']}"
+    lines = [line]
+    if any(_marked(a) for a in report.artifacts):
+        lines.append(f"{GENERATED_MARK} {NOT_EVIDENCE_HINT}")
+    return lines
+
+
+def _accuracy_line(artifact: ArtifactResult) -> str:
+    accuracy = artifact.accuracy or {}
+    verdict = "within" if accuracy.get("within_budget") else "OVER"
+    allowed = accuracy.get("max_drop")
+    return (f"{artifact.target}: top-1 accuracy {accuracy['artifact_top1']:.2f}% vs the "
+            f"source's {accuracy['source_top1']:.2f}% on {accuracy['rows']} labelled rows "
+            f"(drop {accuracy['drop']:.2f} points, {verdict} the "
+            f"{allowed if allowed is not None else '-'} allowed)")
+
+
 def _candidate_lines(artifact: ArtifactResult) -> list[str]:
     """`-t cpu`: one short line per candidate, the chosen one marked."""
     if not artifact.candidates:
@@ -67,6 +106,8 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
         timing = f"{c.latency_ms:8.2f} ms" if c.latency_ms is not None else "       - ms"
         mark = "  <-- chosen" if c.chosen else ""
         detail = f"  {c.reason[:70]}" if c.reason else ""
+        if c.accuracy_drop is not None:
+            detail = f"  accuracy -{c.accuracy_drop:.2f} pts{detail}"
         lines.append(f"  {c.target + ' ' + c.precision:<22} {c.status.value:<6} {timing}"
                      f"  max abs {_number(c.max_abs)}{mark}{detail}")
     return lines

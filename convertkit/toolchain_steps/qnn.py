@@ -10,6 +10,9 @@ registered as a library, then added for its devices. On x86-64 its HTP backend
 the ``soc_model`` it is given. Every session here disables CPU fallback
 (``session.disable_cpu_ep_fallback``), so a node the HTP backend does not take fails the
 build instead of running quietly on the CPU.
+
+Samples come and go as convertkit's sample files (checker/samples.py): one .npz whose
+arrays are named ``NNNNNN/NAME``, the sample's 6-digit index and the input or output name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from convertkit.errors import ConversionError, first_line
+from convertkit.sample_files import load_samples, save_samples
 
 EP_NAME = "QNNExecutionProvider"
 CONTEXT_MODEL = "model_ctx.onnx"
@@ -33,14 +37,14 @@ def build(payload: dict[str, Any]) -> dict[str, Any]:
     """Quantise (int8) and compile ``payload["model"]`` into a context-binary model.
 
     payload: model, out_dir, precision ("int8" | "fp16"), soc_model (int), calibration
-    (list of .npz paths, one sample each; int8 only). Returns the context model, the files
-    written, the QAIRT SDK version the binary was built with, and notes."""
+    (a samples file; int8 only). Returns the context model, the files written, the QAIRT
+    SDK version the binary was built with, and notes."""
     out_dir = Path(payload["out_dir"])
     precision = payload["precision"]
     notes: list[str] = []
     source = Path(payload["model"])
     if precision == "int8":
-        source, notes = _quantize(source, out_dir, [Path(p) for p in payload["calibration"]])
+        source, notes = _quantize(source, out_dir, load_samples(payload["calibration"]))
     context_model = out_dir / CONTEXT_MODEL
     options = _session_options(fallback=False)
     options.add_session_config_entry("ep.context_enable", "1")
@@ -68,10 +72,10 @@ def build(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run the context model ``payload["context_model"]`` on the feeds in
-    ``payload["feeds"]`` (.npz) and write the outputs to ``payload["outputs"]`` (.npz).
-    Proves first that every node is an EPContext node of the QNN execution provider and
-    that the session placed every one of them on it."""
+    """Run the context model ``payload["context_model"]`` on every sample of
+    ``payload["feeds"]`` and write their outputs to ``payload["outputs"]`` (samples files),
+    loading the context binary once. Proves first that every node is an EPContext node of
+    the QNN execution provider and that the session placed every one of them on it."""
     context_model = Path(payload["context_model"])
     _context_node(context_model)
     options = _session_options(fallback=False)
@@ -89,31 +93,30 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     if elsewhere:
         raise ConversionError("not every node runs on the QNN HTP backend: "
                               + ", ".join(elsewhere), code="qnn-not-on-npu")
-    with np.load(payload["feeds"]) as archive:
-        feeds = {name: archive[name] for name in archive.files}
+    samples = load_samples(payload["feeds"])
     names = [output.name for output in session.get_outputs()]
-    # The last line of the log names what crashed when the simulator dies (SIGSEGV seen).
-    print(f"running {context_model.name} in the QNN HTP simulator "
-          f"(soc_model {payload['soc_model']})", flush=True)
-    try:
-        values = session.run(names, feeds)
-    except Exception as exc:
-        raise ConversionError(f"the HTP simulator failed to run the model: {_first_line(exc)}",
-                              code="qnn-run-failed") from exc
-    np.savez(payload["outputs"], **dict(zip(names, values, strict=True)))
-    return {"outputs": names}
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for index, feeds in enumerate(samples):
+        # The last line of the log names what crashed when the simulator dies (SIGSEGV seen).
+        print(f"running {context_model.name} in the QNN HTP simulator "
+              f"(soc_model {payload['soc_model']}), sample {index + 1} of {len(samples)}",
+              flush=True)
+        try:
+            values = session.run(names, feeds)
+        except Exception as exc:
+            raise ConversionError(f"the HTP simulator failed to run the model on sample "
+                                  f"{index}: {_first_line(exc)}", code="qnn-run-failed") from exc
+        results[index] = dict(zip(names, values, strict=True))
+    save_samples(payload["outputs"], [results[i] for i in sorted(results)])
+    return {"outputs": names, "samples": len(samples)}
 
 
-def _quantize(model: Path, out_dir: Path, calibration: list[Path]) -> tuple[Path, list[str]]:
+def _quantize(model: Path, out_dir: Path,
+              samples: list[dict[str, np.ndarray]]) -> tuple[Path, list[str]]:
     """QDQ int8 (uint8 activations and weights, the HTP's native 8-bit types) with the
-    QNN configuration of onnxruntime.quantization, calibrated on ``calibration``."""
+    QNN configuration of onnxruntime.quantization, calibrated on ``samples``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
-
-    samples = []
-    for path in calibration:
-        with np.load(path) as archive:
-            samples.append({name: archive[name] for name in archive.files})
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -140,7 +143,7 @@ def _quantize(model: Path, out_dir: Path, calibration: list[Path]) -> tuple[Path
     finally:
         preprocessed.unlink(missing_ok=True)
     notes.append(f"int8: QDQ (uint8 activations and weights, MinMax calibration on "
-                 f"{len(samples)} batch(es)) by onnxruntime.quantization's QNN configuration")
+                 f"{len(samples)} sample(s)) by onnxruntime.quantization's QNN configuration")
     return quantized, notes
 
 

@@ -2,9 +2,12 @@
 
 rknn-toolkit2 simulates only a model it built from ONNX in the same process (a .rknn
 loaded from file cannot run without a board), so every step builds from the ONNX with
-the same configuration: ``build`` writes the .rknn and, when given the check inputs, runs
-them in the simulator right away; ``simulate`` builds again and runs other inputs;
-``analyse`` builds again and runs the toolkit's per-layer accuracy analysis.
+the same configuration: ``build`` writes the .rknn and, when given the evaluation samples,
+runs them all in the simulator right away; ``simulate`` builds again and runs other
+samples; ``analyse`` builds again and runs the toolkit's per-layer accuracy analysis on one.
+
+Samples come and go as convertkit's sample files (checker/samples.py): one .npz whose
+arrays are named ``NNNNNN/NAME``, the sample's 6-digit index and the input or output name.
 
 Runs in the toolchain's environment: imports only the standard library, numpy, the
 toolkit and convertkit.errors (see convertkit.toolchains).
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from convertkit.errors import ConversionError
+from convertkit.sample_files import load_samples, save_samples
 
 TOOLKIT = "rknn-toolkit2"
 LOG_HINT = "the toolkit's full output is in the artifact folder's rknn.log"
@@ -35,7 +39,8 @@ _ANALYSIS_ROW = re.compile(r"^\[(?P<op>[^\]]+)\]\s+(?P<layer>\S+)\s+(?P<cos>\S+)
 
 def build(payload: dict[str, Any]) -> dict[str, Any]:
     """Build ``payload["onnx"]`` for ``payload["chip"]`` and write ``payload["rknn"]``;
-    with ``payload["feeds"]`` (.npz) also simulate them into ``payload["outputs"]``."""
+    with ``payload["feeds"]`` (a samples file) also simulate every sample into
+    ``payload["outputs"]`` (a samples file)."""
     with _built(payload) as rknn:
         _call(rknn.export_rknn, "export_rknn", payload["rknn"])
         simulated = bool(payload.get("feeds"))
@@ -45,21 +50,22 @@ def build(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def simulate(payload: dict[str, Any]) -> dict[str, Any]:
-    """Build as ``build`` does (no .rknn written) and simulate ``payload["feeds"]``."""
+    """Build as ``build`` does (no .rknn written) and simulate every sample of
+    ``payload["feeds"]`` into ``payload["outputs"]``."""
     with _built(payload) as rknn:
         _simulate(rknn, payload)
     return {"toolkit": _toolkit_version()}
 
 
 def analyse(payload: dict[str, Any]) -> dict[str, Any]:
-    """Build as ``build`` does and run the toolkit's accuracy_analysis on
-    ``payload["feeds"]`` in the simulator: per layer, the cosine and euclidean distance of
-    the simulated output from the float ("golden") one, accumulated over the layers before
-    it (``*_entire``) and for the layer alone. Returns the rows, worst single-layer cosine
-    first (then largest single-layer euclidean distance)."""
+    """Build as ``build`` does and run the toolkit's accuracy_analysis on the first sample
+    of ``payload["feeds"]`` in the simulator: per layer, the cosine and euclidean distance
+    of the simulated output from the float ("golden") one, accumulated over the layers
+    before it (``*_entire``) and for the layer alone. Returns the rows, worst single-layer
+    cosine first (then largest single-layer euclidean distance)."""
     work = Path(payload["work_dir"])
     work.mkdir(parents=True, exist_ok=True)
-    arrays = _load_feeds(payload)
+    arrays = _load_inputs(payload)[0]
     paths = []
     for index, value in enumerate(arrays):
         path = work / f"input_{index}.npy"
@@ -129,35 +135,40 @@ def _built(payload: dict[str, Any]) -> Iterator[Any]:
 
 
 def _simulate(rknn: Any, payload: dict[str, Any]) -> None:
-    arrays = _load_feeds(payload)
+    """Every sample of ``payload["feeds"]`` through one simulator, outputs to
+    ``payload["outputs"]``."""
+    samples = _load_inputs(payload)
     _call(rknn.init_runtime, "init_runtime (simulator)")
-    # rknn takes 4-D inputs as NHWC unless told the data is NCHW, as the ONNX model's is.
-    formats = ["nchw" if value.ndim == 4 else "nhwc" for value in arrays]
-    outputs = _call(rknn.inference, "inference (simulator)", inputs=arrays,
-                    data_format=formats, returns_status=False)
-    if outputs is None or len(outputs) != len(payload["output_names"]):
-        raise ConversionError(
-            f"the rknn-toolkit2 simulator returned {0 if outputs is None else len(outputs)} "
-            f"outputs for a model with {len(payload['output_names'])}",
-            hint=LOG_HINT, code="rknn-simulation-failed")
-    results = {}
-    for name, shape, value in zip(payload["output_names"], payload["output_shapes"], outputs,
-                                  strict=True):
-        value = np.asarray(value)
-        if shape is not None and value.size == int(np.prod(shape)):
-            value = value.reshape(shape)
-        results[name] = value
-    np.savez(payload["outputs"], **results)
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for index, arrays in enumerate(samples):
+        # rknn takes 4-D inputs as NHWC unless told the data is NCHW, as the ONNX model's is.
+        formats = ["nchw" if value.ndim == 4 else "nhwc" for value in arrays]
+        outputs = _call(rknn.inference, "inference (simulator)", inputs=arrays,
+                        data_format=formats, returns_status=False)
+        if outputs is None or len(outputs) != len(payload["output_names"]):
+            raise ConversionError(
+                f"the rknn-toolkit2 simulator returned {0 if outputs is None else len(outputs)} "
+                f"outputs for a model with {len(payload['output_names'])}",
+                hint=LOG_HINT, code="rknn-simulation-failed")
+        for name, shape, value in zip(payload["output_names"], payload["output_shapes"],
+                                      outputs, strict=True):
+            value = np.asarray(value)
+            if shape is not None and value.size == int(np.prod(shape)):
+                value = value.reshape(shape)
+            results.setdefault(index, {})[name] = value
+    save_samples(payload["outputs"], [results[i] for i in sorted(results)])
 
 
-def _load_feeds(payload: dict[str, Any]) -> list[np.ndarray]:
-    with np.load(payload["feeds"], allow_pickle=False) as archive:
-        missing = [name for name in payload["input_names"] if name not in archive.files]
-        if missing:
-            raise ConversionError(f"the inputs have no array for {', '.join(missing)}",
-                                  hint="name each array after the model input it feeds",
-                                  code="missing-input")
-        return [np.ascontiguousarray(archive[name]) for name in payload["input_names"]]
+def _load_inputs(payload: dict[str, Any]) -> list[list[np.ndarray]]:
+    """Each sample of ``payload["feeds"]`` as its arrays in model input order."""
+    samples = load_samples(payload["feeds"])
+    names = payload["input_names"]
+    missing = sorted({name for sample in samples for name in names if name not in sample})
+    if missing or not samples:
+        raise ConversionError(f"the inputs have no array for {', '.join(missing or names)}",
+                              hint="name each array after the model input it feeds",
+                              code="missing-input")
+    return [[np.ascontiguousarray(sample[name]) for name in names] for sample in samples]
 
 
 def _call(function: Any, what: str, *args: Any, returns_status: bool = True,

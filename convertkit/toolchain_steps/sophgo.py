@@ -7,7 +7,11 @@ model_deploy.py) that call its native passes (tpuc-opt, pymlir) and its cmodel s
 (pyruntime_*), which find their libraries through LD_LIBRARY_PATH. The dynamic loader reads
 that variable only when a process starts, so every tool runs as a child process with the
 environment tpu-mlir's own envsetup (tpu_mlir/__init__.py) sets; the simulator runs in
-such a child too (``python -m convertkit.toolchain_steps.sophgo simulate ...``).
+such a child too (``python -m convertkit.toolchain_steps.sophgo simulate ...``), one child
+per call, which runs every sample of it.
+
+Samples come and go as convertkit's sample files (checker/samples.py): one .npz whose
+arrays are named ``NNNNNN/NAME``, the sample's 6-digit index and the input or output name.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from convertkit.errors import ConversionError
+from convertkit.sample_files import load_samples, save_samples
 
 MODEL_NAME = "model"
 CALIBRATION_TABLE = "calibration_table"
@@ -142,9 +147,10 @@ def build(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def simulate(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run the model file in tpu-mlir's cmodel simulator on ``payload['feeds']`` (.npz,
-    named after the ONNX inputs) and write its outputs, named after the ONNX outputs, to
-    ``payload['outputs']``."""
+    """Run the model file in tpu-mlir's cmodel simulator on every sample of
+    ``payload['feeds']`` (a samples file, inputs named after the ONNX inputs) and write
+    their outputs, named after the ONNX outputs, to ``payload['outputs']`` (a samples
+    file)."""
     env = tool_environment(tpu_mlir_root())
     # The folder this convertkit package was imported from (run_step's scratch folder),
     # so that the child can import this module too.
@@ -156,28 +162,29 @@ def simulate(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _simulate_here(payload: dict[str, Any]) -> None:
-    """The simulator run itself, in a process started with tpu-mlir's environment."""
+    """Every sample through the simulator, in a process started with tpu-mlir's
+    environment."""
     from tools.model_runner import model_inference  # tpu_mlir/python/tools on PYTHONPATH
 
-    with np.load(payload["feeds"]) as data:
-        feeds = {name: data[name] for name in data.files}
     # The runner writes a copy of the model and its inputs (a "pack" for a board) into a
     # folder named after the model file: point it at a link in the scratch folder.
     model = Path(payload["work"], "simulated" + Path(payload["model"]).suffix)
     model.symlink_to(payload["model"])
-    outputs = model_inference(feeds, str(model), dump_all=False)
     names = payload["output_names"]
-    if len(outputs) != len(names):
-        raise SystemExit(f"error: the model gave {len(outputs)} outputs "
-                         f"({', '.join(outputs)}), the ONNX model has {len(names)}")
-    result = {}
-    for name, shape, dtype, value in zip(names, payload["output_shapes"],
-                                         payload["output_dtypes"], outputs.values(), strict=True):
-        value = np.asarray(value)
-        if shape is not None and value.size == int(np.prod(shape)):
-            value = value.reshape(shape)  # cvimodels report 4-D shapes
-        result[name] = value.astype(dtype) if dtype else value
-    np.savez(payload["outputs"], **result)
+    result: dict[int, dict[str, np.ndarray]] = {}
+    for index, feeds in enumerate(load_samples(payload["feeds"])):
+        outputs = model_inference(feeds, str(model), dump_all=False)
+        if len(outputs) != len(names):
+            raise SystemExit(f"error: the model gave {len(outputs)} outputs "
+                             f"({', '.join(outputs)}), the ONNX model has {len(names)}")
+        for name, shape, dtype, value in zip(names, payload["output_shapes"],
+                                             payload["output_dtypes"], outputs.values(),
+                                             strict=True):
+            value = np.asarray(value)
+            if shape is not None and value.size == int(np.prod(shape)):
+                value = value.reshape(shape)  # cvimodels report 4-D shapes
+            result.setdefault(index, {})[name] = value.astype(dtype) if dtype else value
+    save_samples(payload["outputs"], [result[i] for i in sorted(result)])
 
 
 if __name__ == "__main__":

@@ -209,8 +209,12 @@ def main(argv: list[str]) -> None:
         ms.export(net, *[_spec(s) for s in argv[3:]], file_name=path, file_format="MINDIR")
     elif command == "run":
         ms.load_param_into_net(net, ms.load_checkpoint(argv[2]))
-        with np.load(argv[3]) as feeds:
-            output = net(*[ms.Tensor(feeds[k]) for k in feeds.files])
+        from pathlib import Path
+
+        from convertkit.checker.samples import load_samples
+
+        feeds = load_samples(Path(argv[3]))[0]
+        output = net(*[ms.Tensor(value) for value in feeds.values()])
         np.savez(argv[4], output=output.asnumpy())
     else:
         raise SystemExit(f"unknown command {command}")

@@ -80,3 +80,14 @@ def conv_relu_model(path: Path, *, batch: int | str = 1, extra_op: str | None = 
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
               str(path))
     return path
+
+
+def odd_and_even_samples(path: Path, count: int = 8, shape=(1, 3, 16, 16)) -> Path:
+    """An .npz of ``count`` stacked samples (x: [count, *shape]) whose odd positions, which
+    calibrate, lie in [0, 1] and whose even positions, which the check grades, lie in
+    [0, 50]: an artifact's quantisation ranges show which ones it saw."""
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(0, 1, (count, *shape)).astype(np.float32)
+    samples[0::2] *= 50
+    np.savez(path, x=samples)
+    return path

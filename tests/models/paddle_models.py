@@ -15,6 +15,7 @@ with INPUT_SPEC as NAME:DIMS[:DTYPE] (a name in place of a number: a dynamic axi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import paddle
 from paddle import nn
@@ -168,8 +169,10 @@ def run(name: str, weights: str, inputs: str, outputs: str) -> None:
     layer = globals()[name]()
     layer.set_state_dict(paddle.load(weights))
     layer.eval()
-    with np.load(inputs) as feeds:
-        result = layer(*[paddle.to_tensor(feeds[n]) for n in feeds.files])
+    from convertkit.checker.samples import load_samples
+
+    feeds = load_samples(Path(inputs))[0]
+    result = layer(*[paddle.to_tensor(value) for value in feeds.values()])
     np.savez(outputs, output=result.numpy())
 
 

@@ -5,20 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.checker.inputs import (
     DEFAULT_INTEGER_HIGH,
     embedding_limits,
     generate_feeds,
-    load_arrays,
-    read_data,
-    save_arrays,
-    select_data,
-    specs_from_data,
 )
-from convertkit.errors import UsageError
 from convertkit.spec import DYNAMIC_DIM_CHECK_SIZE, InputSpec
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -157,51 +150,3 @@ def test_embedding_limits_stops_at_ops_that_change_values():
     model = _model(nodes, [ids], [out], [_table("table", 10), one])
 
     assert embedding_limits(model) == {}
-
-
-# --- --data ----------------------------------------------------------------------------
-
-
-def test_select_data_orders_and_casts_to_the_specs():
-    data = {"b": np.arange(3, dtype=np.int32), "a": np.ones((2, 2), dtype=np.float64)}
-    specs = [InputSpec("a", (2, 2), "float32"), InputSpec("b", (3,), "int64")]
-
-    selected = select_data(data, specs)
-
-    assert list(selected) == ["a", "b"]
-    assert selected["a"].dtype == np.float32
-    assert selected["b"].dtype == np.int64
-    np.testing.assert_array_equal(selected["b"], [0, 1, 2])
-
-
-def test_select_data_errors_when_data_misses_an_input():
-    data = {"x": np.zeros(2, dtype=np.float32)}
-    specs = [InputSpec("x", (2,), "float32"), InputSpec("mask", (2,), "bool")]
-
-    with pytest.raises(UsageError) as caught:
-        select_data(data, specs)
-
-    assert caught.value.exit_code == 2
-    assert caught.value.code == "bad-data"
-    assert "mask" in caught.value.message
-
-
-def test_read_data_round_trip_and_specs(tmp_path):
-    path = tmp_path / "feeds.npz"
-    save_arrays(path, {"x": np.ones((1, 3), np.float32), "ids": np.zeros(4, np.int64)})
-
-    data = read_data(path)
-
-    assert specs_from_data(data) == [InputSpec("x", (1, 3), "float32"),
-                                     InputSpec("ids", (4,), "int64")]
-    np.testing.assert_array_equal(load_arrays(path)["x"], np.ones((1, 3), np.float32))
-
-
-def test_read_data_rejects_a_file_that_is_not_an_npz(tmp_path):
-    path = tmp_path / "feeds.npz"
-    path.write_bytes(b"not a zip archive")
-
-    with pytest.raises(UsageError) as caught:
-        read_data(path)
-
-    assert caught.value.code == "bad-data"

@@ -190,7 +190,8 @@ def test_every_convert_option_is_a_manifest_key() -> None:
               "weights": "w.weights.h5", "opset": 17, "signature": "serve",
               "output_names": ["logits", "probs"], "inputs_as_nchw": ["image"],
               "trust_code": True, "targets": ["cpu", "npu:rknn@rk3588"], "precision": "int8",
-              "optimize": False, "data": "d.npz", "atol": "1e-3", "rtol": 0.01,
+              "optimize": False, "data": "d.npz", "calib_data": "calibration",
+              "labels": "labels.npy", "atol": "1e-3", "rtol": 0.01, "max_accuracy_drop": 2,
               "budget_file": "budgets.toml", "localize": False, "report_formats": ["junit"]}
     assert set(values) == {spec.name for spec in option_fields()}  # this test covers all
     lines = "\n".join(f"    {key}: {value!r}".replace("'", '"').replace("True", "true")

@@ -98,24 +98,26 @@ def test_inf_in_the_reference_only_fails():
     assert not metrics.within_budget
 
 
-def test_nan_on_both_sides_agrees():
+def test_nan_on_both_sides_agrees_elementwise_but_a_nan_reference_proves_nothing():
     expected = np.array([1.0, np.nan, 3.0], dtype=np.float32)
 
     metrics = compare_output("y", expected.copy(), expected, FP32)
 
-    assert metrics.within_budget
     assert metrics.max_abs == 0.0
     assert metrics.mismatch_fraction == 0.0
+    assert not metrics.within_budget
+    assert "the reference holds 1 NaN or Inf value(s)" in metrics.note
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, masked
-def test_same_signed_inf_agrees():
+def test_same_signed_inf_agrees_elementwise_but_an_inf_reference_proves_nothing():
     expected = np.array([np.inf, -np.inf, 1.0], dtype=np.float32)
 
     metrics = compare_output("y", expected.copy(), expected, FP32)
 
-    assert metrics.within_budget
     assert metrics.mismatch_fraction == 0.0
+    assert not metrics.within_budget
+    assert "2 NaN or Inf" in metrics.note
 
 
 def test_inf_in_the_artifact_only_fails():
@@ -283,3 +285,19 @@ def test_cosine_budget_fails_on_low_cosine_top1_or_one_sided_nan():
                               ).within_budget
     assert not compare_output("y", with_nan, expected, Budget(1, 1, min_cosine=0.5)
                               ).within_budget
+
+
+def test_cosine_is_blind_to_scale_so_the_direction_rule_bounds_the_norm_too():
+    """An fp16 output saturated at 1.0 against references near 0.1 has cosine 1: the
+    direction rule also bounds the relative L2 error (what its cosine floor allows)."""
+    from convertkit.checker.budgets import budget_for
+    from convertkit.spec import Precision
+
+    expected = np.full((1, 8), 0.1, dtype=np.float32) + np.linspace(0, 1e-3, 8, dtype=np.float32)
+    saturated = np.ones((1, 8), dtype=np.float32)
+
+    metrics = compare_output("y", saturated, expected, budget_for(Precision.FP16))
+
+    assert metrics.cosine > 0.9999
+    assert metrics.norm_ratio > 8
+    assert not metrics.within_budget

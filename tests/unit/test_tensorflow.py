@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convertkit.adapters import Lowered, LowerRequest, check_adapter_options
+from convertkit.adapters import CheckData, Lowered, LowerRequest, check_adapter_options
 from convertkit.adapters.outputs import output_name
 from convertkit.adapters.tensorflow import TensorFlowAdapter
 from convertkit.adapters.tensorflow.export import describe_unsupported
@@ -114,9 +114,9 @@ def test_request_options_survive_the_process_boundary(tmp_path: Path) -> None:
 
 
 def test_lowered_records_nchw_inputs(tmp_path: Path) -> None:
-    lowered = Lowered("tensorflow", tmp_path / "m.onnx", tmp_path / "i.npz", tmp_path / "r.npz",
-                      "tf2onnx", (InputSpec("image", ("batch", 3, 8, 8)),), ("y",),
-                      nchw_inputs=("image",))
+    check = CheckData(tmp_path / "i.npz", tmp_path / "r.npz", tmp_path / "c.npz")
+    lowered = Lowered("tensorflow", tmp_path / "m.onnx", check, "tf2onnx",
+                      (InputSpec("image", ("batch", 3, 8, 8)),), ("y",), nchw_inputs=("image",))
 
     assert Lowered.from_dict(lowered.to_dict()) == lowered
 

@@ -35,6 +35,8 @@ from convertkit.adapters import (
     is_renamed_single_input,
     make_check_feeds,
     merge_specs,
+    plan_check_samples,
+    save_check_data,
     specs_from_request,
 )
 from convertkit.adapters.mindspore.onnx_repairs import rename_io, repair_onnx
@@ -45,7 +47,6 @@ from convertkit.adapters.mindspore.rewrites import (
 )
 from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
 from convertkit.adapters.python_source import model_from_python, source_mentions
-from convertkit.checker.inputs import save_arrays
 from convertkit.config import quiet_mindspore
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, UsageError, first_line, listed
@@ -109,18 +110,22 @@ class MindSporeAdapter(Adapter):
 
         exporter, notes = _export(loaded, example, static, output_names, request, ms)
         # The exported graph can narrow integer inputs to its embedding tables; float
-        # inputs come out the same, and the first run is the reference.
-        feeds = make_check_feeds(request, static, request.export_path)
-        same = all(np.array_equal(feeds[name], example[name]) for name in feeds)
-        outputs = first_arrays if same else [
-            to_numpy(value) for value in _flatten(_run(loaded, feeds, static, ms))]
-        reference = dict(zip(output_names, outputs, strict=True))
-        save_arrays(request.feeds_path, feeds)
-        save_arrays(request.reference_path, reference)
+        # inputs come out the same, and the first run is that sample's reference.
+        plan = plan_check_samples(request, static, request.export_path)
+        references = []
+        for feeds in plan.evaluation.samples:
+            same = all(np.array_equal(feeds[name], example[name]) for name in feeds)
+            outputs = first_arrays if same else [
+                to_numpy(value) for value in _flatten(_run(loaded, feeds, static, ms))]
+            references.append(dict(zip(output_names, outputs, strict=True)))
+        check = save_check_data(request, plan, references)
         return Lowered(
-            framework=self.name, onnx_path=given.export_path, feeds_path=given.feeds_path,
-            reference_path=given.reference_path, exporter=exporter, inputs=tuple(static),
-            output_names=tuple(output_names),
+            framework=self.name, onnx_path=given.export_path,
+            check=replace(check, feeds_path=given.feeds_path,
+                          reference_path=given.reference_path,
+                          calibration_path=given.calibration_path,
+                          labels_path=given.labels_path if check.labels_path else None),
+            exporter=exporter, inputs=tuple(static), output_names=tuple(output_names),
             notes=tuple(loaded.notes + static_notes + notes),
         )
 

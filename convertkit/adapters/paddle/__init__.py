@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from convertkit.adapters import Adapter, Lowered, LowerRequest
+from convertkit.adapters import Adapter, Lowered, LowerRequest, save_check_data
 from convertkit.adapters.paddle.inference_model import lower_inference_model
 from convertkit.adapters.paddle.layer import lower_layer
 from convertkit.adapters.paddle.model_files import (
@@ -44,7 +44,6 @@ from convertkit.adapters.paddle.model_files import (
     models_beside,
 )
 from convertkit.adapters.python_source import source_mentions
-from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
 from convertkit.spec import SourceRef
 
@@ -75,11 +74,9 @@ class PaddleAdapter(Adapter):
         lower_source = lower_layer if request.source.is_python_object else lower_inference_model
         with tempfile.TemporaryDirectory(prefix="convertkit-paddle-") as scratch:
             exported = lower_source(request, paddle, Path(scratch))
-        save_arrays(request.feeds_path, exported.feeds)
-        save_arrays(request.reference_path, exported.reference)
         return Lowered(
             framework=self.name, onnx_path=request.export_path,
-            feeds_path=request.feeds_path, reference_path=request.reference_path,
+            check=save_check_data(request, exported.plan, exported.references),
             exporter=exported.exporter, inputs=exported.inputs,
             output_names=exported.output_names, notes=exported.notes,
         )

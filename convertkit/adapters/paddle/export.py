@@ -14,6 +14,7 @@ from convertkit.adapters import LowerRequest
 from convertkit.adapters.paddle.model_files import InferenceModel
 from convertkit.adapters.paddle.program import ProgramInfo
 from convertkit.adapters.paddle.unsupported import explain_export_failure
+from convertkit.checker.samples import SamplePlan
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, ConvertkitError, MissingDependencyError
 from convertkit.spec import InputSpec
@@ -24,14 +25,15 @@ DEFAULT_OPSET = 17
 @dataclass(frozen=True)
 class Exported:
     """What lowering a Layer or an inference model produced, for PaddleAdapter.lower to
-    save and record: the exported model's inputs and output names, the check inputs and
-    the reference outputs (by output name), and how they were made."""
+    save and record: the exported model's inputs and output names, the check samples and
+    the reference outputs of each evaluation sample (by output name), and how they were
+    made."""
 
     exporter: str
     inputs: tuple[InputSpec, ...]
     output_names: tuple[str, ...]
-    feeds: dict[str, np.ndarray]
-    reference: dict[str, np.ndarray]
+    plan: SamplePlan
+    references: tuple[dict[str, np.ndarray], ...]
     notes: tuple[str, ...]
 
 

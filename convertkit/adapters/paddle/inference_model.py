@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convertkit.adapters import LowerRequest, make_check_feeds, merge_specs
+from convertkit.adapters import LowerRequest, make_check_feeds, merge_specs, plan_check_samples
 from convertkit.adapters.paddle.export import Exported, export
 from convertkit.adapters.paddle.legacy_program import read_legacy_program
 from convertkit.adapters.paddle.model_files import InferenceModel, find_inference_model
@@ -44,20 +44,23 @@ def lower_inference_model(request: LowerRequest, paddle, scratch: Path) -> Expor
     # Inputs the model rejects are a usage error (exit 2), which outranks an export failure.
     _run_predictor(predictor, make_check_feeds(request, specs, None), specs)
     exporter, output_names = export(model, program, specs, None, request, scratch)
-    feeds = make_check_feeds(request, specs, request.export_path)
-    reference_values = _run_predictor(predictor, feeds, specs)
-    if len(output_names) != len(reference_values):
-        raise ConversionError(
-            f"paddle2onnx wrote {len(output_names)} outputs, the predictor returns "
-            f"{len(reference_values)}", hint="the program's fetch targets could not all be "
-            "exported", code="output-mismatch")
-    reference = dict(zip(output_names, reference_values, strict=True))
+    plan = plan_check_samples(request, specs, request.export_path)
+    references = []
+    for feeds in plan.evaluation.samples:
+        reference_values = _run_predictor(predictor, feeds, specs)
+        if len(output_names) != len(reference_values):
+            raise ConversionError(
+                f"paddle2onnx wrote {len(output_names)} outputs, the predictor returns "
+                f"{len(reference_values)}", hint="the program's fetch targets could not all "
+                "be exported", code="output-mismatch")
+        references.append(dict(zip(output_names, reference_values, strict=True)))
     notes = [f"{model.format} program {model.model_path.name}"
              + (f" with {model.params_path.name}" if model.params_path else " (no parameters)"),
              "reference outputs from the Paddle Inference predictor (CPU, IR optimisation off)"]
     if model.is_legacy:
         notes.append("paddle2onnx translated the legacy program to PIR before exporting")
-    return Exported(exporter, tuple(specs), tuple(output_names), feeds, reference, tuple(notes))
+    return Exported(exporter, tuple(specs), tuple(output_names), plan, tuple(references),
+                    tuple(notes))
 
 
 def _open_predictor(model: InferenceModel, paddle):

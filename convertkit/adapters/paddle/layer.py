@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from convertkit.adapters import LowerRequest, make_check_feeds, merge_specs
+from convertkit.adapters import LowerRequest, make_check_feeds, merge_specs, plan_check_samples
 from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.paddle.export import Exported, export
 from convertkit.adapters.paddle.model_files import PARAMS_SUFFIX, PIR_SUFFIX, InferenceModel
@@ -43,10 +43,14 @@ def lower_layer(request: LowerRequest, paddle, scratch: Path) -> Exported:
     exporter, output_names = export(saved, program, specs, output_names, request, scratch,
                                     lambda: _operator_lines(savable, specs, paddle))
 
-    feeds = make_check_feeds(request, specs, request.export_path)
-    outputs = _paddle_leaves(_run_layer(layer, feeds, specs, parameters, paddle), paddle)
-    reference = dict(zip(output_names, [to_numpy(t) for _, t in outputs], strict=True))
-    return Exported(exporter, tuple(specs), tuple(output_names), feeds, reference, tuple(notes))
+    plan = plan_check_samples(request, specs, request.export_path)
+    references = []
+    for feeds in plan.evaluation.samples:
+        outputs = _paddle_leaves(_run_layer(layer, feeds, specs, parameters, paddle), paddle)
+        references.append(dict(zip(output_names, [to_numpy(t) for _, t in outputs],
+                                   strict=True)))
+    return Exported(exporter, tuple(specs), tuple(output_names), plan, tuple(references),
+                    tuple(notes))
 
 
 def _load_weights(layer, path: Path, paddle) -> None:
@@ -114,7 +118,7 @@ def _required_parameters(layer) -> list[str]:
 
 def _layer_specs(layer, request: LowerRequest, parameters: list[str],
                  flexible: bool) -> list[InputSpec]:
-    from convertkit.checker.inputs import read_data, specs_from_data
+    from convertkit.checker.samples import read_arrays, specs_from_data
 
     declared = _decorated_specs(layer)
     if declared and request.options.inputs:
@@ -124,7 +128,7 @@ def _layer_specs(layer, request: LowerRequest, parameters: list[str],
     else:
         specs = list(request.options.inputs)
         if not specs and request.options.data is not None:
-            specs = specs_from_data(read_data(request.options.data))
+            specs = specs_from_data(read_arrays(request.options.data)[0])
     shown = f"forward({', '.join(parameters)})" if parameters else "forward"
     if not specs:
         raise UsageError(

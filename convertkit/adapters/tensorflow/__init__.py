@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from convertkit.adapters import Adapter, Lowered, LowerRequest
+from convertkit.adapters import Adapter, Lowered, LowerRequest, save_check_data
 from convertkit.adapters.python_source import source_mentions
 from convertkit.adapters.tensorflow.graphdef import load_graph_def
 from convertkit.adapters.tensorflow.keras import check_keras_container, load_keras_file
@@ -48,7 +48,6 @@ from convertkit.adapters.tensorflow.sources import (
 )
 from convertkit.adapters.tensorflow.tflite import lower_tflite
 from convertkit.adapters.tensorflow.tracing import TfModel, lower_traced
-from convertkit.checker.inputs import save_arrays
 from convertkit.dependencies import require
 from convertkit.spec import SourceRef
 
@@ -75,11 +74,10 @@ class TensorFlowAdapter(Adapter):
             converted = lower_tflite(request, tf)
         else:
             converted = lower_traced(_load(kind, request, tf), request, tf)
-        save_arrays(request.feeds_path, converted.feeds)
-        save_arrays(request.reference_path, converted.reference)
         return Lowered(
-            framework=self.name, onnx_path=request.export_path, feeds_path=request.feeds_path,
-            reference_path=request.reference_path, exporter=converted.exporter,
+            framework=self.name, onnx_path=request.export_path,
+            check=save_check_data(request, converted.plan, converted.references),
+            exporter=converted.exporter,
             inputs=tuple(converted.inputs), output_names=tuple(converted.output_names),
             notes=tuple(converted.notes + layout_notes(request.options.inputs_as_nchw)),
             nchw_inputs=tuple(request.options.inputs_as_nchw),

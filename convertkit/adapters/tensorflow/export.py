@@ -14,6 +14,7 @@ import numpy as np
 
 from convertkit.adapters import LowerRequest
 from convertkit.adapters.tensorflow.reasons import error_reason
+from convertkit.checker.samples import SamplePlan
 from convertkit.errors import ConversionError, ConvertkitError
 from convertkit.spec import InputSpec
 
@@ -34,8 +35,8 @@ class Converted:
     inputs: list[InputSpec]  # in the ONNX model's layout
     output_names: list[str]
     notes: list[str]
-    feeds: dict[str, np.ndarray]  # the check inputs, ONNX layout
-    reference: dict[str, np.ndarray]  # TensorFlow's outputs on them
+    plan: SamplePlan  # the check samples, ONNX layout
+    references: list[dict[str, np.ndarray]]  # TensorFlow's outputs, per evaluation sample
 
 
 def tf2onnx_opset(requested: int | None) -> tuple[int, list[str]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from convertkit.adapters import LowerRequest
 from convertkit.adapters.tensorflow.layout import NCHW_TO_NHWC, onnx_layout, tensorflow_layout
-from convertkit.checker.inputs import read_data, specs_from_data
+from convertkit.checker.samples import read_arrays, specs_from_data
 from convertkit.errors import ConversionError, UsageError
 from convertkit.spec import DTYPES, InputSpec
 
@@ -136,4 +136,4 @@ def user_specs(request: LowerRequest, declared: Sequence[DeclaredInput]) -> list
     the ONNX layout). A source's own dynamic axes stay dynamic with --data."""
     if request.options.inputs or request.options.data is None or declared:
         return list(request.options.inputs)
-    return specs_from_data(read_data(request.options.data))
+    return specs_from_data(read_arrays(request.options.data)[0])

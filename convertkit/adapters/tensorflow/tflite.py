@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from convertkit.adapters import LowerRequest, make_check_feeds
+from convertkit.adapters import LowerRequest, plan_check_samples
 from convertkit.adapters.outputs import to_numpy
 from convertkit.adapters.tensorflow.export import (
     Converted,
@@ -62,15 +62,17 @@ def lower_tflite(request: LowerRequest, tf) -> Converted:
     save_onnx(onnx_model, request.export_path)
     finish_onnx(request.export_path, onnx_specs, model.output_names)
 
-    feeds = make_check_feeds(request, onnx_specs, request.export_path)
-    try:
-        outputs = model.run(tensorflow_feeds(feeds, request.options.inputs_as_nchw))
-    except Exception as exc:
-        raise inputs_rejected(what, model.declared, specs, request, exc, feeds) from exc
-    reference = {name: to_numpy(outputs[name]) for name in model.output_names}
+    plan = plan_check_samples(request, onnx_specs, request.export_path)
+    references = []
+    for feeds in plan.evaluation.samples:
+        try:
+            outputs = model.run(tensorflow_feeds(feeds, request.options.inputs_as_nchw))
+        except Exception as exc:
+            raise inputs_rejected(what, model.declared, specs, request, exc, feeds) from exc
+        references.append({name: to_numpy(outputs[name]) for name in model.output_names})
     return Converted(exporter=f"{tf2onnx_label()} (TFLite flatbuffer)", inputs=onnx_specs,
                      output_names=model.output_names, notes=model.notes + opset_notes,
-                     feeds=feeds, reference=reference)
+                     plan=plan, references=references)
 
 
 def _load_tflite(path: Path, signature: str | None, tf) -> _TfliteModel:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from convertkit.adapters import LowerRequest, make_check_feeds
+from convertkit.adapters import LowerRequest, plan_check_samples
 from convertkit.adapters.outputs import output_name, tensor_leaves, to_numpy
 from convertkit.adapters.tensorflow.export import (
     Converted,
@@ -55,15 +55,18 @@ def lower_traced(model: TfModel, request: LowerRequest, tf) -> Converted:
     convert_function(function, specs, output_names, request, opset, tf)
     finish_onnx(request.export_path, onnx_specs, output_names)
 
-    feeds = make_check_feeds(request, onnx_specs, request.export_path)
-    names, reference = _reference(model, feeds, specs, request, tf)
-    if names != output_names:
-        raise ConversionError(
-            f"{model.what} returned outputs {names} when run, {output_names} when traced",
-            hint="the model's outputs must not depend on how it is called",
-            code="output-mismatch")
+    plan = plan_check_samples(request, onnx_specs, request.export_path)
+    references = []
+    for feeds in plan.evaluation.samples:
+        names, reference = _reference(model, feeds, specs, request, tf)
+        if names != output_names:
+            raise ConversionError(
+                f"{model.what} returned outputs {names} when run, {output_names} when traced",
+                hint="the model's outputs must not depend on how it is called",
+                code="output-mismatch")
+        references.append(reference)
     return Converted(exporter=model.exporter, inputs=onnx_specs, output_names=output_names,
-                     notes=model.notes + opset_notes, feeds=feeds, reference=reference)
+                     notes=model.notes + opset_notes, plan=plan, references=references)
 
 
 def _trace(model: TfModel, specs: list[InputSpec], request: LowerRequest, tf):

@@ -90,9 +90,10 @@ class IntelNpuPlatform(Platform):
                          f"for one; run {script.name} on a Core Ultra machine with the NPU "
                          "driver")
             return Artifact(str(target), xml, precision, files, notes=tuple(notes),
-                            is_prepared_only=True)
+                            is_prepared_only=True, calibrated=precision == Precision.INT8)
         notes.append("compiled and checked on this machine's NPU")
-        return Artifact(str(target), xml, precision, files, notes=tuple(notes))
+        return Artifact(str(target), xml, precision, files, notes=tuple(notes),
+                        calibrated=precision == Precision.INT8)
 
     def open(self, artifact: Artifact) -> Runner | None:
         if artifact.is_prepared_only or not npu_present():

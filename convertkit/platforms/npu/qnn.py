@@ -2,7 +2,8 @@
 onnxruntime-qnn in its own toolchain environment.
 
 - int8 (default): the model quantised to QDQ with onnxruntime.quantization's QNN
-  configuration (uint8 activations and weights), calibrated on --data or the check inputs.
+  configuration (uint8 activations and weights), calibrated on the calibration samples
+  (never the ones the check grades).
 - fp16: the float model, its ops run at fp16 by the HTP (``enable_htp_fp16_precision``).
 
 Either way the artifact is a context-binary model: an ONNX file holding one EPContext node
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from convertkit.checker.samples import load_samples, save_samples
 from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import ListedOps, Requirements
@@ -139,18 +141,16 @@ class QnnPlatform(Platform):
         env = require_toolchain(TOOLCHAIN.name, needed_for=str(target))
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
-        calibration: list[str] = []
-        if precision == Precision.INT8:
-            calibration, notes = _write_calibration(onnx_path, out_dir, options)
-        try:
+        with tempfile.TemporaryDirectory(prefix="convertkit-qnn-") as scratch:
+            calibration = None
+            if precision == Precision.INT8:
+                calibration = Path(scratch, "calibration.npz")
+                notes = _write_calibration(onnx_path, calibration, options)
             result = run_step(env, f"{STEP}:build", {
                 "model": str(onnx_path), "out_dir": str(out_dir),
                 "precision": precision.value, "soc_model": soc.soc_model,
-                "calibration": calibration,
+                "calibration": str(calibration) if calibration else None,
             }, what="the QNN HTP build", log_path=out_dir / BUILD_LOG)
-        finally:
-            for path in calibration:
-                Path(path).unlink(missing_ok=True)
         simulator = _simulator(env, result["sdk_version"])
         settings = {"soc": soc_name, "soc_model": soc.soc_model, "htp_arch": soc.htp_arch,
                     "precision": precision.value, "qairt_sdk": result["sdk_version"],
@@ -164,7 +164,7 @@ class QnnPlatform(Platform):
         return Artifact(
             target=str(target), path=Path(result["context_model"]), precision=precision,
             files=(*(Path(p) for p in result["files"]), out_dir / SETTINGS_FILE),
-            notes=tuple(notes), checked_in=simulator)
+            notes=tuple(notes), checked_in=simulator, calibrated=precision == Precision.INT8)
 
     def open(self, artifact: Artifact) -> QnnRunner | None:
         if toolchain_status(TOOLCHAIN.name).state != "installed":
@@ -175,7 +175,8 @@ class QnnPlatform(Platform):
 
 
 class QnnRunner(Runner):
-    """Runs the context-binary model in the HTP simulator, one toolchain step per run."""
+    """Runs the context-binary model in the HTP simulator, one toolchain step per call (it
+    loads the context binary once for every sample of the call)."""
 
     def __init__(self, env: ToolchainEnv, context_model: Path, soc_model: int,
                  precision: str) -> None:
@@ -195,17 +196,20 @@ class QnnRunner(Runner):
             self._scratch = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_samples([feeds])[0]
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
         assert self._scratch is not None, "use the runner as a context manager"
         scratch = Path(self._scratch.name)
-        np.savez(scratch / "feeds.npz", **feeds)
-        outputs_path = scratch / "outputs.npz"
-        result = run_step(self._env, f"{STEP}:run", {
+        feeds_path, outputs_path = scratch / "samples.npz", scratch / "outputs.npz"
+        save_samples(feeds_path, samples)
+        run_step(self._env, f"{STEP}:run", {
             "context_model": str(self._context_model), "soc_model": self._soc_model,
-            "precision": self._precision, "feeds": str(scratch / "feeds.npz"),
+            "precision": self._precision, "feeds": str(feeds_path),
             "outputs": str(outputs_path),
         }, what="the QNN HTP simulator run", log_path=self._context_model.parent / BUILD_LOG)
-        with np.load(outputs_path) as archive:
-            return {name: archive[name] for name in result["outputs"]}
+        return load_samples(outputs_path)
 
 
 def resolve_soc(target: TargetSpec) -> tuple[str, Soc]:
@@ -218,18 +222,13 @@ def resolve_soc(target: TargetSpec) -> tuple[str, Soc]:
     return name, SOCS[name]
 
 
-def _write_calibration(onnx_path: Path, out_dir: Path,
-                       options: BuildOptions) -> tuple[list[str], list[str]]:
-    """The calibration samples as .npz files for the step, and the notes about them."""
+def _write_calibration(onnx_path: Path, path: Path, options: BuildOptions) -> list[str]:
+    """Every calibration sample in one samples file at ``path`` for the step; the notes
+    about them."""
     from convertkit.platforms.calibration import calibration_notes, calibration_samples
 
-    samples = calibration_samples(options, onnx_path, "int8 calibration")
-    paths = []
-    for index, sample in enumerate(samples):
-        path = out_dir / f"calibration-{index}.npz"
-        np.savez(path, **sample)
-        paths.append(str(path))
-    return paths, list(calibration_notes(options))
+    save_samples(path, calibration_samples(options, onnx_path, "int8 calibration"))
+    return list(calibration_notes(options))
 
 
 def _simulator(env: ToolchainEnv, sdk_version: str) -> str:

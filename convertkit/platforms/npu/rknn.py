@@ -3,16 +3,16 @@ checked in the toolkit's simulator.
 
 - fp16 (default): the float model, computed at fp16 by the NPU (``float_dtype``).
 - int8: w8a8 per-channel quantisation (``quantized_algorithm='normal'``), calibrated on
-  --data or the check inputs, written as the dataset list of .npy files the toolkit reads
-  (kept in the artifact folder under ``calibration/``).
+  the calibration samples (never the ones the check grades), written as the dataset list
+  of .npy files the toolkit reads (kept in the artifact folder under ``calibration/``).
 
 rknn-toolkit2 pins protobuf, numpy and onnx releases the main environment cannot hold,
 so it lives in the ``rknn`` toolchain environment and every call to it goes through
 convertkit/toolchain_steps/rknn.py. Its simulator runs only a model built from ONNX in the
-same process (a .rknn loaded from file needs a board), so the build step also simulates the check
-inputs right after exporting the .rknn; the runner returns those outputs when asked for
-the same inputs, and otherwise builds again from the same ONNX with the same settings
-(rknn.json) and simulates.
+same process (a .rknn loaded from file needs a board), so the build step also simulates
+the evaluation samples (``BuildOptions.evaluation_path``) right after exporting the .rknn;
+the runner returns those outputs for samples it recorded, and simulates any others in one
+rebuild from the same ONNX with the same settings (rknn.json).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
-from convertkit.checker.inputs import load_arrays, save_arrays
-from convertkit.errors import UsageError
+from convertkit.checker.samples import load_samples, save_samples
+from convertkit.errors import ConversionError, UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
 from convertkit.platforms import (
@@ -135,27 +135,29 @@ class RknnPlatform(Platform):
         files: list[Path] = [rknn_path, out_dir / SETTINGS_FILE]
         if onnx_path.parent == out_dir:
             files.append(onnx_path)  # kept: a check on other inputs rebuilds from it
-        samples: list[dict[str, np.ndarray]] = []
         if precision == Precision.INT8:
-            samples = calibration_samples(options, onnx_path, "int8 calibration")
-            dataset = write_dataset(samples, settings["input_names"], out_dir / CALIBRATION_DIR)
+            calibration = calibration_samples(options, onnx_path, "int8 calibration")
+            dataset = write_dataset(calibration, settings["input_names"],
+                                    out_dir / CALIBRATION_DIR)
             settings["dataset"] = os.path.relpath(dataset, out_dir)
             files.extend(sorted((out_dir / CALIBRATION_DIR).iterdir()))
-            notes.append(f"int8: w8a8, per-channel, 'normal' calibration on {len(samples)} "
-                         f"sample(s) listed in {CALIBRATION_DIR}/{dataset.name}")
+            notes.append(f"int8: w8a8, per-channel, 'normal' calibration on "
+                         f"{len(calibration)} sample(s) listed in "
+                         f"{CALIBRATION_DIR}/{dataset.name}")
             notes.extend(calibration_notes(options))
-        elif options.calibration_path is not None:
-            samples = calibration_samples(options, onnx_path, "the simulator check")
+        evaluation = (_select_inputs(load_samples(options.evaluation_path),
+                                    settings["input_names"])
+                      if options.evaluation_path is not None else [])
+        settings["simulated_samples_sha256"] = [feeds_digest(feeds) for feeds in evaluation]
         payload = _payload(settings, out_dir)
         payload["rknn"] = str(rknn_path)
         with tempfile.TemporaryDirectory(prefix=".feeds-", dir=out_dir) as scratch:
-            if samples:
-                # The pipeline's calibration inputs are the check's: simulate them now, in
-                # the process that built the model, so the check needs no second build.
-                feeds = Path(scratch, "feeds.npz")
-                save_arrays(feeds, samples[0])
+            if evaluation:
+                # Simulated now, in the process that built the model, so that the check
+                # needs no second build. These samples only run: nothing is tuned on them.
+                feeds = Path(scratch, "samples.npz")
+                save_samples(feeds, evaluation)
                 payload.update(feeds=str(feeds), outputs=str(out_dir / SIMULATED_OUTPUTS))
-                settings["simulated_feeds_sha256"] = feeds_digest(samples[0])
                 files.append(out_dir / SIMULATED_OUTPUTS)
             result = run_step(env, f"{STEP}:build", payload, what="the RKNN build",
                               log_path=out_dir / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
@@ -164,12 +166,13 @@ class RknnPlatform(Platform):
         simulator = f"the rknn-toolkit2 {result['toolkit']} simulator"
         notes.append(f"built for {chip} at {precision.value}; checked in {simulator}, which "
                      "runs only a model built from ONNX in the same process: "
-                     + (f"the build that wrote model.rknn simulated the check inputs "
-                        f"({SIMULATED_OUTPUTS}); other inputs are simulated by a rebuild"
-                        if samples else "the check rebuilds")
+                     + (f"the build that wrote model.rknn simulated the {len(evaluation)} "
+                        f"evaluation sample(s) ({SIMULATED_OUTPUTS}); other inputs are "
+                        "simulated by a rebuild"
+                        if evaluation else "the check rebuilds")
                      + f" from the same ONNX with the same settings ({SETTINGS_FILE})")
         return Artifact(str(target), rknn_path, precision, tuple(files), notes=tuple(notes),
-                        checked_in=simulator)
+                        checked_in=simulator, calibrated=precision == Precision.INT8)
 
     def open(self, artifact: Artifact) -> RknnSimulatorRunner:
         return RknnSimulatorRunner(artifact.path.parent)
@@ -192,20 +195,31 @@ class RknnSimulatorRunner(Runner):
         self._env = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The simulator's outputs for ``feeds``: those the build simulated when the
-        inputs are the same, else from a rebuild that simulates them."""
-        feeds = {name: np.asarray(feeds[name]) for name in self.settings["input_names"]}
-        simulated = self.folder / SIMULATED_OUTPUTS
-        if (simulated.is_file()
-                and self.settings.get("simulated_feeds_sha256") == feeds_digest(feeds)):
-            return load_arrays(simulated)
-        with tempfile.TemporaryDirectory(prefix="convertkit-rknn-") as scratch:
-            payload = self._payload_with(feeds, Path(scratch))
-            payload["outputs"] = str(Path(scratch, "outputs.npz"))
-            run_step(self._require_env(), f"{STEP}:simulate", payload,
-                     what="the RKNN simulator", log_path=self.folder / BUILD_LOG,
-                     timeout_s=BUILD_TIMEOUT_S)
-            return load_arrays(Path(payload["outputs"]))
+        return self.run_samples([feeds])[0]
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
+        """The simulator's outputs for every sample: those the build recorded, and the
+        others from one rebuild that simulates them all."""
+        samples = _select_inputs(samples, self.settings["input_names"])
+        digests = [feeds_digest(feeds) for feeds in samples]
+        recorded = self.settings.get("simulated_samples_sha256") or []
+        outputs: dict[str, dict[str, np.ndarray]] = {}
+        if recorded and set(digests) & set(recorded):
+            outputs = dict(zip(recorded, load_samples(self.folder / SIMULATED_OUTPUTS),
+                               strict=True))
+        missing = list({digest: feeds for digest, feeds in zip(digests, samples, strict=True)
+                        if digest not in outputs}.items())
+        if missing:
+            with tempfile.TemporaryDirectory(prefix="convertkit-rknn-") as scratch:
+                payload = self._payload_with([feeds for _, feeds in missing], Path(scratch))
+                payload["outputs"] = str(Path(scratch, "outputs.npz"))
+                run_step(self._require_env(), f"{STEP}:simulate", payload,
+                         what="the RKNN simulator", log_path=self.folder / BUILD_LOG,
+                         timeout_s=BUILD_TIMEOUT_S)
+                outputs.update(zip((digest for digest, _ in missing),
+                                   load_samples(Path(payload["outputs"])), strict=True))
+        return [outputs[digest] for digest in digests]
 
     def layer_analysis(self, feeds: Mapping[str, np.ndarray]) -> list[dict]:
         """rknn-toolkit2's accuracy_analysis of the simulated model on ``feeds``: the ten
@@ -213,9 +227,8 @@ class RknnSimulatorRunner(Runner):
         float model's, worst first; ``cosine_entire``/``euclidean_entire`` are the errors
         accumulated up to that layer. The full table is kept beside the artifact
         (accuracy_analysis.txt)."""
-        feeds = {name: np.asarray(feeds[name]) for name in self.settings["input_names"]}
         with tempfile.TemporaryDirectory(prefix="convertkit-rknn-") as scratch:
-            payload = self._payload_with(feeds, Path(scratch))
+            payload = self._payload_with([feeds], Path(scratch))
             payload["work_dir"] = str(Path(scratch, "analysis"))
             result = run_step(self._require_env(), f"{STEP}:analyse", payload,
                               what="the RKNN accuracy analysis",
@@ -223,10 +236,11 @@ class RknnSimulatorRunner(Runner):
             shutil.copyfile(result["report"], self.folder / "accuracy_analysis.txt")
         return result["rows"][:10]
 
-    def _payload_with(self, feeds: Mapping[str, np.ndarray], scratch: Path) -> dict[str, Any]:
+    def _payload_with(self, samples: Sequence[Mapping[str, np.ndarray]],
+                      scratch: Path) -> dict[str, Any]:
         payload = _payload(self.settings, self.folder)
-        payload["feeds"] = str(scratch / "feeds.npz")
-        save_arrays(Path(payload["feeds"]), feeds)
+        payload["feeds"] = str(scratch / "samples.npz")
+        save_samples(Path(payload["feeds"]), _select_inputs(samples, payload["input_names"]))
         return payload
 
     def _require_env(self) -> ToolchainEnv:
@@ -260,6 +274,18 @@ def write_dataset(samples: list[dict[str, np.ndarray]], input_names: list[str],
     dataset = folder / "dataset.txt"
     dataset.write_text("\n".join(lines) + "\n")
     return dataset
+
+
+def _select_inputs(samples: Sequence[Mapping[str, np.ndarray]],
+                  input_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Each sample's arrays for the model's inputs, in input order."""
+    for feeds in samples:
+        missing = [name for name in input_names if name not in feeds]
+        if missing:
+            raise ConversionError(f"the samples have no array for {', '.join(missing)}",
+                                  hint="name each array after the model input it feeds",
+                                  code="missing-input")
+    return [{name: np.asarray(feeds[name]) for name in input_names} for feeds in samples]
 
 
 def feeds_digest(feeds: Mapping[str, np.ndarray]) -> str:

@@ -2,10 +2,10 @@
 cmodel simulator.
 
 The flow is tpu-mlir's own: model_transform (ONNX -> top MLIR, at the model's static input
-shapes), run_calibration for int8 (on --data or the check inputs, written as one .npz per
-sample under ``calibration/``), model_deploy (MLIR -> ``model.bmodel``, or
+shapes), run_calibration for int8 (on every calibration sample, never one the check grades,
+written as one .npz per sample under ``calibration/``), model_deploy (MLIR -> ``model.bmodel``, or
 ``model.cvimodel`` for the CV18xx chips). The check runs that file in the cmodel simulator
-(tpu-mlir's pyruntime, as its model_runner does).
+(tpu-mlir's pyruntime, as its model_runner does), every sample in one toolchain step.
 
 Precisions per chip (what model_deploy 1.30.2 builds): bm1684x, bm1688, bm1690 fp16
 (default), int8, bf16, fp32; bm1684 int8 and fp32 (no fp16 unit); cv181x bf16 and int8.
@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
-from convertkit.checker.inputs import load_arrays, save_arrays
+from convertkit.checker.inputs import save_arrays
+from convertkit.checker.samples import load_samples, save_samples
 from convertkit.errors import UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
@@ -188,7 +189,7 @@ class SophgoPlatform(Platform):
                      f"(model_transform, model_deploy --quantize {QUANTIZE[precision]}); "
                      f"checked in {simulator}")
         return Artifact(str(target), model_path, precision, tuple(files), notes=tuple(notes),
-                        checked_in=simulator)
+                        checked_in=simulator, calibrated=precision == Precision.INT8)
 
     def open(self, artifact: Artifact) -> SophgoSimulatorRunner:
         return SophgoSimulatorRunner(artifact.path.parent)
@@ -211,24 +212,30 @@ class SophgoSimulatorRunner(Runner):
         self._env = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_samples([feeds])[0]
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
+        """Every sample through the simulator in one toolchain step."""
         assert self._env is not None, "use the runner inside a with block"
         settings = self.settings
         with tempfile.TemporaryDirectory(prefix="convertkit-sophgo-") as scratch:
             payload = {
                 "model": str((self.folder / settings["model"]).resolve()),
-                "feeds": str(Path(scratch, "feeds.npz")),
+                "feeds": str(Path(scratch, "samples.npz")),
                 "outputs": str(Path(scratch, "outputs.npz")),
                 "work": scratch,
                 "output_names": settings["output_names"],
                 "output_shapes": settings["output_shapes"],
                 "output_dtypes": settings["output_dtypes"],
             }
-            save_arrays(Path(payload["feeds"]),
-                        {name: np.asarray(feeds[name]) for name in settings["input_names"]})
+            save_samples(Path(payload["feeds"]),
+                         [{name: np.asarray(feeds[name]) for name in settings["input_names"]}
+                          for feeds in samples])
             run_step(self._env, f"{STEP}:simulate", payload,
                      what="the tpu-mlir cmodel simulator", log_path=self.folder / BUILD_LOG,
                      timeout_s=BUILD_TIMEOUT_S)
-            return load_arrays(Path(payload["outputs"]))
+            return load_samples(Path(payload["outputs"]))
 
 
 def resolve_chip(target: TargetSpec) -> str:

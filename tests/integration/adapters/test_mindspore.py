@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 
+from convertkit.checker.samples import load_samples
 from tests.conftest import ROOT, CliResult, run_cli
 
 MODELS = "tests/models/mindspore_models.py"
@@ -233,7 +234,7 @@ def test_two_input_cell_passes(converted) -> None:
     assert all(a["status"] == "pass" for a in report["artifacts"])
     assert any("AdaptiveAvgPool2D primitive(s) as ReduceMean" in n
                for n in report["source"]["notes"])
-    feeds = np.load(result.out / "check/inputs.npz")
+    feeds = load_samples(result.out / "check/inputs.npz")[0]
     assert feeds["image"].shape == (1, 3, 16, 16) and feeds["meta"].shape == (1, 6)
 
 
@@ -250,7 +251,7 @@ def test_factory_with_ckpt_weights(cli, tmp_path: Path) -> None:
         result.report["source"]["notes"]
     _script("run", "mlp", str(weights), str(tmp_path / "out/check/inputs.npz"),
             str(tmp_path / "expected.npz"))
-    reference = np.load(tmp_path / "out/check/reference.npz")["output"]
+    reference = load_samples(tmp_path / "out/check/reference.npz")[0]["output"]
     np.testing.assert_allclose(reference, np.load(tmp_path / "expected.npz")["output"],
                                rtol=1e-5, atol=1e-6)
 

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
+from convertkit.checker.samples import load_samples
 from tests.conftest import ROOT
 
 MODELS = "tests/models/paddle_models.py"
@@ -97,7 +98,7 @@ def test_two_input_layer_from_python_source(cli, tmp_path) -> None:
     assert "paddle.jit.save" in report["source"]["notes"][0]
     assert _onnx_inputs(tmp_path / "out/onnx/model.onnx") == {
         "image": ["batch", 3, 16, 16], "meta": ["batch", 6]}
-    feeds = np.load(tmp_path / "out/check/inputs.npz")
+    feeds = load_samples(tmp_path / "out/check/inputs.npz")[0]
     assert feeds["image"].shape == (2, 3, 16, 16) and feeds["meta"].shape == (2, 6)
 
 
@@ -112,7 +113,7 @@ def test_factory_with_pdparams_weights(cli, tmp_path) -> None:
     assert all(a["status"] == "pass" for a in result.report["artifacts"])
     _script("run", "mlp", str(weights), str(tmp_path / "out/check/inputs.npz"),
             str(tmp_path / "expected.npz"))
-    reference = np.load(tmp_path / "out/check/reference.npz")["output"]
+    reference = load_samples(tmp_path / "out/check/reference.npz")[0]["output"]
     np.testing.assert_allclose(reference, np.load(tmp_path / "expected.npz")["output"],
                                rtol=1e-5, atol=1e-6)
 
@@ -147,7 +148,7 @@ def test_user_inputs_override_the_recorded_ones(cli, saved, tmp_path) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.report["source"]["inputs"] == [{"name": "x", "dims": [5, 8],
                                                   "dtype": "float32"}]
-    assert np.load(tmp_path / "out/check/inputs.npz")["x"].shape == (5, 8)
+    assert load_samples(tmp_path / "out/check/inputs.npz")[0]["x"].shape == (5, 8)
 
 
 def test_unsupported_operator_is_named_with_exit_3(cli, tmp_path) -> None:

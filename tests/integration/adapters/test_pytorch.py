@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convertkit.checker.samples import load_samples
+
 MODELS = "tests/models/torch_models.py"
 
 
@@ -39,8 +41,8 @@ def test_tiny_bert_token_ids_stay_inside_the_embedding_table(cli, tmp_path: Path
     assert result.exit_code == 0, result.stderr
     outputs = _outputs(result.report)
     assert set(outputs) == {"last_hidden_state", "pooler_output"}
-    feeds = np.load(tmp_path / "out/check/inputs.npz")
-    ids = feeds["input_ids"]
+    feeds = load_samples(tmp_path / "out/check/inputs.npz")
+    ids = np.stack([sample["input_ids"] for sample in feeds])
     assert ids.dtype == np.int64 and ids.max() < 1000
     assert ids.max() > 1  # drawn from the whole table, not from the [0, 2) default
 
@@ -108,10 +110,11 @@ def test_factory_with_state_dict_weights(cli, tmp_path: Path) -> None:
                  "--weights", str(tmp_path / "weights.pth"), out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
-    reference = np.load(tmp_path / "out/check/reference.npz")["output"]
-    feeds = np.load(tmp_path / "out/check/inputs.npz")["x"]
-    expected = trained.eval()(torch.from_numpy(feeds)).detach().numpy()
-    np.testing.assert_allclose(reference, expected, rtol=1e-5, atol=1e-5)
+    references = load_samples(tmp_path / "out/check/reference.npz")
+    for feeds, reference in zip(load_samples(tmp_path / "out/check/inputs.npz"), references,
+                                strict=True):
+        expected = trained.eval()(torch.from_numpy(feeds["x"])).detach().numpy()
+        np.testing.assert_allclose(reference["output"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_random_op_model_fails_the_check(cli, tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convertkit.checker.samples import load_samples
+
 MODELS = "tests/models/keras_models.py"
 
 
@@ -75,8 +77,8 @@ def test_keras_application_with_nchw_input(cli, tmp_path: Path, densenet_keras: 
     assert source["inputs"] == [{"name": "input_layer", "dims": ["batch", 3, 32, 32],
                                  "dtype": "float32", "layout": "NCHW", "source_layout": "NHWC"}]
     assert any("transposed to NHWC" in note for note in source["notes"])
-    feeds = np.load(tmp_path / "out/check/inputs.npz")["input_layer"]
-    reference = np.load(tmp_path / "out/check/reference.npz")["predictions"]
+    feeds = load_samples(tmp_path / "out/check/inputs.npz")[0]["input_layer"]
+    reference = load_samples(tmp_path / "out/check/reference.npz")[0]["predictions"]
     assert feeds.shape == (2, 3, 32, 32)
     model = keras.models.load_model(densenet_keras)
     expected = np.asarray(model(np.transpose(feeds, (0, 2, 3, 1)), training=False))
@@ -97,8 +99,8 @@ def test_two_inputs_two_outputs_keep_their_names(cli, tmp_path: Path, two_keras:
     assert source["inputs"][0]["dims"] == ["batch", 8]
     assert source["outputs"] == ["scores", "probability"]
     assert "loaded with safe_mode=True" in source["notes"]
-    feeds = np.load(tmp_path / "out/check/inputs.npz")
-    reference = np.load(tmp_path / "out/check/reference.npz")
+    feeds = load_samples(tmp_path / "out/check/inputs.npz")[0]
+    reference = load_samples(tmp_path / "out/check/reference.npz")[0]
     scores, _ = two_in_two_out()([feeds["features"], feeds["extra"]])
     np.testing.assert_allclose(reference["scores"], np.asarray(scores), rtol=1e-6)
     assert _only_progress(result.stderr) == []  # no TensorFlow start-up noise
@@ -126,7 +128,7 @@ def test_saved_model_from_tf_module(cli, tmp_path: Path, scorer_saved_model: Pat
     assert source["inputs"] == [{"name": "x", "dims": ["batch", 6], "dtype": "float32"}]
     assert source["outputs"] == ["logits", "probabilities"]
     assert "signature 'serving_default'" in source["exporter"]
-    reference = np.load(tmp_path / "out/check/reference.npz")
+    reference = load_samples(tmp_path / "out/check/reference.npz")[0]
     np.testing.assert_allclose(reference["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
 
 

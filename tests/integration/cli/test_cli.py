@@ -11,6 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from convertkit.checker.samples import load_samples
+
 FRAMEWORK_MODULES = ("torch", "tensorflow", "paddle", "mindspore", "keras", "openvino")
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
 
@@ -82,7 +84,8 @@ def test_data_file_feeds_the_check(cli, tmp_path: Path) -> None:
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
-    np.testing.assert_array_equal(np.load(tmp_path / "out/check/inputs.npz")["x"], values)
+    np.testing.assert_array_equal(load_samples(tmp_path / "out/check/inputs.npz")[0]["x"],
+                                  values)
 
 
 def test_existing_output_is_untouched_without_force(cli, tmp_path: Path) -> None:

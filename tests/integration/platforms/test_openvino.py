@@ -18,7 +18,7 @@ from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.platforms import BuildOptions, plan_target
 from convertkit.platforms.openvino import OpenVinoCpuPlatform, cpu_has_bf16
 from convertkit.spec import Precision, TargetSpec
-from tests.models.onnx_models import random_weight_model
+from tests.models.onnx_models import conv_relu_model, odd_and_even_samples, random_weight_model
 
 TARGET = TargetSpec("cpu", "openvino")
 
@@ -115,3 +115,25 @@ def test_ops_come_from_the_frontend_and_preflight_names_the_missing_one(tmp_path
     assert ("ai.onnx", "Relu") in {(d, o) for d, o, _ in ops.table()}
     assert len(plan.problems) == 1 and "Det" in plan.problems[0]
     assert "Relu" not in plan.problems[0]
+
+
+def test_int8_calibrates_on_the_samples_the_check_never_grades(cli, tmp_path) -> None:
+    """--data alone: NNCF saw the odd samples ([0, 1]) only, not the graded ones ([0, 50]):
+    the input's FakeQuantize range says so."""
+    import openvino as ov
+
+    model = conv_relu_model(tmp_path / "conv.onnx")
+    data = odd_and_even_samples(tmp_path / "data.npz")
+
+    result = cli("convert", str(model), "-t", "cpu:openvino", "--precision", "int8",
+                 "--data", str(data), out=tmp_path / "out")
+
+    assert result.exit_code in (0, 1), result.stderr
+    artifact = next(a for a in result.report["artifacts"] if a["target"] == "cpu:openvino")
+    assert artifact["samples"] == 4 and artifact["calibration"]["indices"] == [1, 3, 5, 7]
+    ir = ov.Core().read_model(str(tmp_path / "out" / artifact["path"]))
+    quantize = next(op for op in ir.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+                    and op.input(0).get_source_output().get_node().get_type_name()
+                    == "Parameter")
+    high = quantize.input(2).get_source_output().get_node()
+    assert float(np.max(high.get_data())) < 2.0  # calibrated on [0, 1], not [0, 50]

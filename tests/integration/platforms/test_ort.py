@@ -12,11 +12,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.checker.budgets import budget_for
-from convertkit.checker.inputs import load_arrays
-from convertkit.checker.metrics import compare_outputs
+from convertkit.checker.metrics import compare_outputs, compare_samples
+from convertkit.checker.samples import load_samples
 from convertkit.platforms import BuildOptions
 from convertkit.platforms.cpu import OrtCpuPlatform
 from convertkit.spec import Precision, TargetSpec
+from tests.models.onnx_models import conv_relu_model, odd_and_even_samples
 
 
 def _foldable_model(path: Path) -> Path:
@@ -95,22 +96,22 @@ def small_cnn(tmp_path_factory) -> Path:
 def test_int8_static_qdq_on_a_small_cnn_passes_its_cosine_and_top1_budget(
         small_cnn: Path, tmp_path: Path) -> None:
     platform = OrtCpuPlatform()
-    feeds, reference = load_arrays(small_cnn / "check/inputs.npz"), load_arrays(
+    samples, references = load_samples(small_cnn / "check/inputs.npz"), load_samples(
         small_cnn / "check/reference.npz")
 
     artifact = platform.build(small_cnn / "onnx/model.onnx", TargetSpec("cpu", "ort"),
-                              tmp_path / "int8",
-                              BuildOptions(Precision.INT8, small_cnn / "check/inputs.npz"))
+                              tmp_path / "int8", BuildOptions(Precision.INT8))
     with platform.open(artifact) as runner:
-        outputs = runner.run(feeds)
+        outputs = runner.run_samples(samples)
     budget = budget_for(artifact.precision)
-    (metrics,) = compare_outputs(outputs, reference, budget)
+    (metrics,) = compare_samples(outputs, references, budget)
 
     ops = {n.op_type for n in onnx.load(str(artifact.path)).graph.node}
     assert artifact.path.is_file() and artifact.precision == Precision.INT8
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert budget.to_dict() == {"atol": 0.1, "rtol": 0.1, "min_cosine": 0.98,
-                                "min_top1": 0.9, "min_top5": 0.8}
+                                "min_top1": 0.9, "min_top5": 0.8, "max_accuracy_drop": 1.0}
+    assert artifact.calibrated  # static quantisation: calibrated on generated samples here
     assert metrics.within_budget
     assert metrics.cosine >= 0.98 and metrics.top1_agreement is not None
     assert metrics.top1_agreement >= 0.9
@@ -125,7 +126,7 @@ def test_int8_static_qdq_on_a_small_cnn_passes_its_cosine_and_top1_budget(
 def test_int8_real_data_drops_the_calibration_warning(small_cnn: Path, tmp_path: Path) -> None:
     artifact = OrtCpuPlatform().build(
         small_cnn / "onnx/model.onnx", TargetSpec("cpu", "ort"), tmp_path,
-        BuildOptions(Precision.INT8, small_cnn / "check/inputs.npz", calibration_is_real=True))
+        BuildOptions(Precision.INT8, calibration_is_real=True))
 
     assert not any("calibrates better" in note for note in artifact.notes)
 
@@ -174,3 +175,25 @@ def test_int8_raises_an_old_opset_before_quantising(tmp_path: Path) -> None:
     quantized = onnx.load(str(artifact.path))
     assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
     assert outputs["softmaxout_1"].shape == (1, 1000, 1, 1)
+
+
+def test_int8_calibrates_on_the_samples_the_check_never_grades(cli, tmp_path) -> None:
+    """--data alone: the odd samples ([0, 1]) calibrate, the even ones ([0, 50]) are graded;
+    the input's quantisation scale shows calibration saw only [0, 1]."""
+    model = conv_relu_model(tmp_path / "conv.onnx")
+    data = odd_and_even_samples(tmp_path / "data.npz")
+
+    result = cli("convert", str(model), "-t", "cpu:ort", "--precision", "int8", "--data",
+                 str(data), out=tmp_path / "out")
+
+    assert result.exit_code in (0, 1), result.stderr
+    artifact = next(a for a in result.report["artifacts"] if a["target"] == "cpu:ort")
+    assert artifact["samples"] == 4
+    assert artifact["calibration"]["indices"] == [1, 3, 5, 7]
+    assert artifact["calibration"]["real"] is True
+    quantized = onnx.load(str(tmp_path / "out" / artifact["path"]))
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    first = next(n for n in quantized.graph.node
+                 if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    scale = float(initializers[first.input[1]])
+    assert scale < 2.0 / 255  # a [0, 50] range would give ~50/255

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from convertkit.checker.budgets import budget_for
 from convertkit.checker.metrics import compare_outputs
@@ -23,7 +23,7 @@ from convertkit.platforms import BuildOptions, plan_target
 from convertkit.platforms.npu.qnn import SOCS, QnnPlatform, resolve_soc
 from convertkit.spec import Precision, TargetSpec
 from tests.conftest import install_toolchain, run_cli
-from tests.models.onnx_models import random_weight_model
+from tests.models.onnx_models import conv_relu_model, random_weight_model
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
@@ -97,22 +97,65 @@ def test_fp16_runs_at_fp16_in_the_simulator(qnn_toolchain: None, squeezenet: Pat
                                             tmp_path: Path) -> None:
     platform = QnnPlatform()
     target = TargetSpec("npu", "qnn", "sm8750")
-    feeds = _feeds(squeezenet)
-    reference = run_session(open_session(squeezenet, session_options()), feeds)
+    samples = [_feeds(squeezenet, seed=0), _feeds(squeezenet, seed=1)]
+    session = open_session(squeezenet, session_options())
+    references = [run_session(session, feeds) for feeds in samples]
 
     artifact = platform.build(squeezenet, target, tmp_path, BuildOptions(Precision.FP16))
     runner = platform.open(artifact)
     assert runner is not None
     with runner:
-        outputs = runner.run(feeds)
-    (metrics,) = compare_outputs(outputs, reference, budget_for(Precision.FP16))
+        outputs = runner.run_samples(samples)  # both in one simulator step
+        single = runner.run(samples[1])
+    metrics = [compare_outputs(out, ref, budget_for(Precision.FP16))[0]
+               for out, ref in zip(outputs, references, strict=True)]
 
-    assert artifact.precision == Precision.FP16
+    assert artifact.precision == Precision.FP16 and not artifact.calibrated
     assert _epcontext(artifact.path).op_type == "EPContext"
     assert json.loads((tmp_path / "qnn.json").read_text())["soc_model"] == 69
-    assert metrics.within_budget
+    assert len(outputs) == 2 and all(m.within_budget for m in metrics)
     # fp16 rounding shows: the HTP did not compute in fp32.
-    assert 1e-6 < metrics.max_abs < 1e-2
+    assert all(1e-6 < m.max_abs < 1e-2 for m in metrics)
+    # Each sample gets its own outputs, in order.
+    (name,) = single
+    np.testing.assert_array_equal(outputs[1][name], single[name])
+    assert not np.array_equal(outputs[0][name], outputs[1][name])
+
+
+def test_int8_calibrates_on_samples_the_check_never_grades(qnn_toolchain: None,
+                                                           tmp_path: Path) -> None:
+    model = conv_relu_model(tmp_path / "conv.onnx")
+    data = _split_data(tmp_path / "data.npz", count=6)
+
+    result = run_cli("convert", str(model), "-t", "npu:qnn", "--precision", "int8",
+                     "--data", str(data), out=tmp_path / "out")
+
+    # Calibrated on [0, 1], graded on [0, 50]: the int8 input saturates, and the check,
+    # run on samples calibration never saw, says so.
+    assert result.exit_code == 1, result.stderr
+    odd = np.load(data)["x"][1::2]
+    qdq = onnx.load(str(tmp_path / "out/npu-qnn/model.qdq.onnx"))
+    (quantize,) = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear"
+                   and n.input[0] == "x"]
+    scales = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    # MinMax into uint8: the range [0, max] of the calibration samples over 255 steps.
+    assert np.isclose(float(scales[quantize.input[1]]), odd.max() / 255, rtol=1e-3)
+    report = result.report
+    assert report["check"]["samples"]["evaluation"]["count"] == 3
+    assert {a["target"]: a["samples"] for a in report["artifacts"]} == {"onnx": 3,
+                                                                        "npu:qnn": 3}
+    artifact = next(a for a in report["artifacts"] if a["target"] == "npu:qnn")
+    assert artifact["status"] == "fail" and artifact["calibration"]["real"] is True
+
+
+def _split_data(path: Path, count: int) -> Path:
+    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
+    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
+    rng = np.random.default_rng(0)
+    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
+    samples[0::2] *= 50
+    np.savez(path, x=samples)
+    return path
 
 
 def test_a_node_the_htp_does_not_take_fails_the_build_by_name(qnn_toolchain: None,

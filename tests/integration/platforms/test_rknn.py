@@ -15,16 +15,23 @@ import pytest
 
 from convertkit.checker.budgets import budget_for
 from convertkit.checker.metrics import compare_outputs
+from convertkit.checker.samples import GENERATED_SAMPLES, load_samples, save_samples
 from convertkit.errors import UsageError
 from convertkit.ir.info import describe
 from convertkit.ir.prepare import prepare
 from convertkit.ir.runtime import open_session, run_session, session_options
 from convertkit.platforms import BuildOptions, plan_target
-from convertkit.platforms.npu.rknn import CHIPS, RknnPlatform, feeds_digest, resolve_chip
+from convertkit.platforms.npu.rknn import (
+    CHIPS,
+    SIMULATED_OUTPUTS,
+    RknnPlatform,
+    feeds_digest,
+    resolve_chip,
+)
 from convertkit.spec import Precision, TargetSpec
 from convertkit.toolchain_steps.rknn import parse_error_analysis
 from tests.conftest import install_toolchain, run_cli
-from tests.models.onnx_models import random_weight_model
+from tests.models.onnx_models import conv_relu_model, random_weight_model
 from tests.models.rknn_models import one_op_model, two_input_model
 
 TINY_CNN = "examples/tiny_cnn.py:build"
@@ -84,7 +91,8 @@ def test_an_int8_only_chip_builds_int8_by_default_calibrated_from_a_dataset_list
     assert artifact["status"] == "pass" and artifact["precision"] == "int8"
     assert artifact["checked_in"] == SIMULATOR
     calibration = tmp_path / "out/npu-rknn-rv1106/calibration"
-    assert (calibration / "dataset.txt").read_text() == "sample0_input0.npy\n"
+    lines = (calibration / "dataset.txt").read_text().splitlines()
+    assert lines == [f"sample{i}_input0.npy" for i in range(GENERATED_SAMPLES)]
     assert np.load(calibration / "sample0_input0.npy").shape == (1, 3, 32, 32)  # NCHW as ONNX
     assert any("generated inputs" in note for note in artifact["notes"])
     (metrics,) = artifact["metrics"].values()
@@ -120,7 +128,7 @@ def test_two_inputs_keep_their_layouts_and_share_one_dataset_line(rknn_toolchain
     assert artifact["status"] == "pass"
     assert set(artifact["metrics"]) == {"y", "sq"}  # sq is 1x8x16x16, compared as NCHW
     dataset = tmp_path / "out/npu-rknn-rk3576/calibration/dataset.txt"
-    assert dataset.read_text() == "sample0_input0.npy sample0_input1.npy\n"
+    assert dataset.read_text().splitlines()[0] == "sample0_input0.npy sample0_input1.npy"
 
 
 @pytest.mark.slow  # three builds: the artifact, the rebuild to simulate, the analysis
@@ -130,16 +138,27 @@ def test_the_runner_rebuilds_for_other_inputs_and_analyses_layers(
     model = onnx.load(str(squeezenet))
     plan = plan_target(platform, target, model, describe(model))
     prepared = prepare(squeezenet, plan, (), tmp_path / "prepared.onnx")  # opset 9 -> 12
-    artifact = platform.build(prepared, target, tmp_path, BuildOptions(Precision.INT8))
-    feeds = _feeds(squeezenet, seed=7)  # not the calibration inputs: the runner rebuilds
+    evaluation = [_feeds(squeezenet, seed=1), _feeds(squeezenet, seed=2)]
+    save_samples(tmp_path / "evaluation.npz", evaluation)
+    artifact = platform.build(prepared, target, tmp_path,
+                              BuildOptions(Precision.INT8, evaluation_path=tmp_path /
+                                           "evaluation.npz"))
+    feeds = _feeds(squeezenet, seed=7)  # not an evaluation sample: the runner rebuilds
     reference = run_session(open_session(squeezenet, session_options()), feeds)
 
     with platform.open(artifact) as runner:
+        recorded = runner.run_samples(evaluation)
         outputs = runner.run(feeds)
         rows = runner.layer_analysis(feeds)
 
     settings = json.loads((tmp_path / "rknn.json").read_text())
-    assert settings["simulated_feeds_sha256"] != feeds_digest(feeds)  # so it rebuilt
+    assert settings["simulated_samples_sha256"] == [feeds_digest(f) for f in evaluation]
+    assert feeds_digest(feeds) not in settings["simulated_samples_sha256"]  # so it rebuilt
+    simulated = load_samples(tmp_path / SIMULATED_OUTPUTS)
+    assert len(recorded) == len(simulated) == 2
+    assert all(np.array_equal(recorded[i][name], simulated[i][name])
+               for i in range(2) for name in simulated[i])
+    assert artifact.calibrated
     metrics = compare_outputs(outputs, reference, budget_for(Precision.INT8))
     assert all(m.within_budget for m in metrics)
     assert 1 <= len(rows) <= 10
@@ -148,6 +167,44 @@ def test_the_runner_rebuilds_for_other_inputs_and_analyses_layers(
     assert cosines == sorted(cosines) and all(-1.0 <= c <= 1.0 for c in cosines)
     assert any(row["op"] in ("Conv", "ConvRelu", "Relu", "Concat", "MaxPool") for row in rows)
     assert (tmp_path / "accuracy_analysis.txt").is_file()
+
+
+def test_int8_calibrates_on_samples_the_check_never_grades(rknn_toolchain: None,
+                                                           tmp_path: Path) -> None:
+    model = conv_relu_model(tmp_path / "conv.onnx")
+    data = _split_data(tmp_path / "data.npz", count=6)
+
+    result = run_cli("convert", str(model), "-t", "npu:rknn@rk3588", "--precision", "int8",
+                     "--data", str(data), out=tmp_path / "out")
+
+    # Calibrated on [0, 1], graded on [0, 50]: the int8 input saturates, and the check,
+    # run on samples calibration never saw, says so.
+    assert result.exit_code == 1, result.stderr
+    samples = np.load(data)["x"]
+    folder = tmp_path / "out/npu-rknn-rk3588"
+    lines = (folder / "calibration/dataset.txt").read_text().splitlines()
+    calibrated_on = np.stack([np.load(folder / "calibration" / line) for line in lines])
+    np.testing.assert_array_equal(calibrated_on, samples[1::2])
+    report = result.report
+    assert report["check"]["samples"]["evaluation"]["count"] == 3
+    assert {a["target"]: a["samples"] for a in report["artifacts"]} == {
+        "onnx": 3, "npu:rknn@rk3588": 3}
+    artifact = _artifact(result, "npu:rknn@rk3588")
+    assert artifact["status"] == "fail" and artifact["calibration"]["real"] is True
+    # The build simulated the three graded samples, so the check needed no rebuild.
+    simulated = load_samples(folder / SIMULATED_OUTPUTS)
+    settings = json.loads((folder / "rknn.json").read_text())
+    assert len(simulated) == len(settings["simulated_samples_sha256"]) == 3
+
+
+def _split_data(path: Path, count: int) -> Path:
+    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
+    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
+    rng = np.random.default_rng(0)
+    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
+    samples[0::2] *= 50
+    np.savez(path, x=samples)
+    return path
 
 
 def test_an_op_rknn_lacks_fails_preflight_naming_it(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
+from convertkit.checker.samples import GENERATED_SAMPLES
 from convertkit.ir.info import describe
 from convertkit.platforms.npu.sophgo import SophgoPlatform, remove_bundled_glibc
 from convertkit.spec import TargetSpec
@@ -60,9 +61,51 @@ def test_small_cnn_passes_in_the_cmodel_simulator(sophgo_toolchain: None, tmp_pa
         "calibration_table.txt"}
     if precision == "int8":
         assert (folder / "calibration_table.txt").read_text().strip()
-        (sample,) = folder.glob("calibration/*.npz")
-        assert np.load(sample)["x"].shape == (1, 3, 32, 32)
+        samples = sorted(folder.glob("calibration/*.npz"))
+        assert len(samples) == GENERATED_SAMPLES  # generated: no --data
+        assert np.load(samples[0])["x"].shape == (1, 3, 32, 32)
         assert any("run_calibration" in note for note in artifact["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.sophgo
+def test_int8_calibrates_on_samples_the_check_never_grades(sophgo_toolchain: None,
+                                                           tmp_path: Path) -> None:
+    model = conv_relu_model(tmp_path / "conv.onnx", opset=13)
+    data = _split_data(tmp_path / "data.npz", count=6)
+
+    result = run_cli("convert", str(model), "-t", "npu:sophgo", "--precision", "int8",
+                     "--data", str(data), out=tmp_path / "out")
+
+    # Calibrated on [0, 1], graded on [0, 50]: the int8 input saturates, and the check,
+    # run on samples calibration never saw, says so.
+    assert result.exit_code == 1, result.stderr
+    odd = np.load(data)["x"][1::2]
+    folder = tmp_path / "out/npu-sophgo"
+    table = (folder / "calibration_table.txt").read_text().splitlines()
+    # "# op_name    threshold    min    max", one line per tensor
+    (row,) = [line.split() for line in table if line.split()[:1] == ["x"]]
+    threshold, low, high = map(float, row[1:])
+    assert np.isclose(high, odd.max(), rtol=1e-5) and np.isclose(low, odd.min(), rtol=1e-3)
+    assert threshold <= 1.0
+    calibrated_on = [np.load(path)["x"] for path in sorted(folder.glob("calibration/*.npz"))]
+    np.testing.assert_array_equal(np.stack(calibrated_on), odd)
+    report = result.report
+    assert report["check"]["samples"]["evaluation"]["count"] == 3
+    assert {a["target"]: a["samples"] for a in report["artifacts"]} == {"onnx": 3,
+                                                                        "npu:sophgo": 3}
+    artifact = _artifact(report, "npu:sophgo")
+    assert artifact["status"] == "fail" and artifact["calibration"]["real"] is True
+
+
+def _split_data(path: Path, count: int) -> Path:
+    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
+    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
+    rng = np.random.default_rng(0)
+    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
+    samples[0::2] *= 50
+    np.savez(path, x=samples)
+    return path
 
 
 @pytest.mark.slow
@@ -75,9 +118,11 @@ def test_a_chip_without_fp16_refuses_it_and_builds_int8_by_default(
                       out=tmp_path / "a")
     built = run_cli("convert", str(model), "-t", "npu:sophgo@bm1684", out=tmp_path / "b")
 
+    # Refused before anything is built or written.
     assert refused.exit_code == 2, refused.stderr
-    error = _artifact(refused.report, "npu:sophgo@bm1684")["error"]
-    assert "no fp16 model for bm1684" in error["message"]
+    assert ("npu:sophgo@bm1684 does not build fp16: tpu-mlir builds int8 and fp32 models "
+            "for bm1684") in refused.stderr
+    assert not (tmp_path / "a").exists()
     assert built.exit_code == 0, built.stderr
     artifact = _artifact(built.report, "npu:sophgo@bm1684")
     assert artifact["status"] == "pass" and artifact["checked_in"].endswith("(bm1684)")
