@@ -26,8 +26,9 @@ from convertkit.platforms import BuildOptions
 
 log = logging.getLogger(__name__)
 
-GENERATED_CALIBRATION_NOTE = ("calibrated on generated inputs (seeded random values): real "
-                              "data calibrates better, pass --data FILE.npz")
+GENERATED_CALIBRATION_NOTE = ("calibrated on generated inputs (seeded random values): a smoke "
+                              "test, not evidence; real samples calibrate better, pass "
+                              "--data or --calib-data")
 
 
 def calibration_samples(options: BuildOptions, model_path: Path,

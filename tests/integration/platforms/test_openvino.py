@@ -95,7 +95,7 @@ def test_int8_by_nncf_passes_its_cosine_and_top1_budget(squeezenet: Path,
     assert "FakeQuantize" in ir or "FakeConvert" in ir  # NNCF's quantisation nodes
     assert artifact.precision == Precision.INT8
     assert any("NNCF" in note for note in artifact.notes)
-    assert any("real data calibrates better" in note for note in artifact.notes)
+    assert any("real samples calibrate better" in note for note in artifact.notes)
     assert metrics.cosine is not None and metrics.cosine >= budget.min_cosine
     assert metrics.top1_agreement is not None
     assert metrics.within_budget

@@ -118,7 +118,7 @@ def test_int8_static_qdq_on_a_small_cnn_passes_its_cosine_and_top1_budget(
     assert metrics.max_abs > 0  # it is quantised, not the fp32 model
     notes = " | ".join(artifact.notes)
     assert "static QDQ quantisation (per-channel" in notes and "convolution" in notes
-    assert "real data calibrates better" in notes  # generated inputs, not --data
+    assert "real samples calibrate better" in notes  # generated inputs, not --data
     settings = json.loads((tmp_path / "int8/session.json").read_text())
     assert settings["graph_optimization_level"] == "ORT_ENABLE_ALL"
 
@@ -128,7 +128,7 @@ def test_int8_real_data_drops_the_calibration_warning(small_cnn: Path, tmp_path:
         small_cnn / "onnx/model.onnx", TargetSpec("cpu", "ort"), tmp_path,
         BuildOptions(Precision.INT8, calibration_is_real=True))
 
-    assert not any("calibrates better" in note for note in artifact.notes)
+    assert not any("calibrate better" in note for note in artifact.notes)
 
 
 def test_int8_transformer_like_model_is_quantised_dynamically(tmp_path: Path) -> None:
