@@ -48,6 +48,7 @@ from convertkit.checker.runners import (
     openvino_runner,
 )
 from convertkit.checker.samples import (
+    check_readable,
     evaluation_samples,
     load_samples,
     save_labels,
@@ -162,7 +163,10 @@ def check_models(
     """
     options = options_from(options, values, command="check")
     side_a, side_b = identify(reference), identify(candidate)
-    data_path = existing_file(options.data, "--data")
+    data_path = existing_file(options.data, "--data", folder_too=True)
+    existing_file(options.labels, "--labels")
+    for path, option in ((options.data, "--data"), (options.labels, "--labels")):
+        check_readable(path, option)
     existing_file(options.weights, "--weights")
     budget_file = options.budget_file
     table = load_budget_file(budget_file) if budget_file is not None else None

@@ -66,7 +66,7 @@ def inspect_model(
     platforms = resolve_targets(requested)
     if targets and TargetSpec("onnx") not in requested:
         platforms.pop(TargetSpec("onnx"))  # convert always builds it; inspect shows what's asked
-    existing_file(options.data, "--data")
+    existing_file(options.data, "--data", folder_too=True)
     existing_file(options.weights, "--weights")
     framework = options.framework or detect_framework(source_ref)
     with tempfile.TemporaryDirectory(prefix="convertkit-inspect-") as scratch:

@@ -25,6 +25,7 @@ from convertkit.checker.budgets import (
     load_budget_file,
 )
 from convertkit.checker.diagnosis import localize_failures
+from convertkit.checker.samples import check_readable
 from convertkit.checker.verdict import Evidence, judge
 from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError, UsageError
@@ -96,11 +97,18 @@ def convert(
     precisions = {target: choose_precision(platform(), target, None if target == ONNX_TARGET
                                            else options.precision)
                   for target, platform in platforms.items() if target != AUTO_CPU_TARGET}
-    data_path = existing_file(options.data, "--data")
+    data_path = existing_file(options.data, "--data", folder_too=True)
+    existing_file(options.calib_data, "--calib-data", folder_too=True)
+    existing_file(options.labels, "--labels")
+    for path, option in ((options.data, "--data"), (options.calib_data, "--calib-data"),
+                         (options.labels, "--labels")):
+        check_readable(path, option)
     weights_path = existing_file(options.weights, "--weights")
     budgets = load_budget_file(options.budget_file) if options.budget_file is not None else None
     out_path = Path(out)
-    check_output_folder(out_path, force, [source_ref.path, data_path, weights_path])
+    check_output_folder(out_path, force, [source_ref.path, data_path, weights_path,
+                                          options.calib_data, options.labels,
+                                          options.budget_file])
     framework = options.framework or detect_framework(source_ref)
     load_adapter(framework)  # an unknown -f fails here, before any work
 

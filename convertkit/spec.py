@@ -209,12 +209,14 @@ class SourceRef:
                          data["module"], data["attribute"])
 
 
-def existing_file(path: str | Path | None, option: str) -> Path | None:
-    """The file an option names, or a UsageError when it does not exist."""
+def existing_file(path: str | Path | None, option: str, *,
+                  folder_too: bool = False) -> Path | None:
+    """The file (or, with ``folder_too``, folder) an option names, or a UsageError when it
+    does not exist."""
     if path is None:
         return None
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or (folder_too and path.is_dir())):
         raise UsageError(f"{option} file not found: {path}", hint=f"pass an existing {option} file",
                          code="file-not-found")
     return path

@@ -95,6 +95,32 @@ def read_arrays(path: Path, option: str = "--data") -> list[dict[str, np.ndarray
     return _read_npz(path, option)
 
 
+def check_readable(path: Path | None, option: str) -> None:
+    """Refuse (exit 2) a sample or label file that cannot be read, before any work: the
+    archive's index is read, not its arrays."""
+    if path is None:
+        return
+    path = Path(path)
+    files = [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and p.is_file())
+        if not files:
+            raise UsageError(f"{option} {path} is a folder without .npz files",
+                             hint="pass an .npz, or a folder of .npz files", code="bad-data")
+    for file in files:
+        try:
+            loaded = np.load(file, allow_pickle=False, mmap_mode="r")
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    if not loaded.files:
+                        raise ValueError("it holds no arrays")
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise UsageError(f"cannot read {option} {file}: {first_line(exc)}",
+                             hint="pass an .npz (or an .npy for --labels) written by numpy",
+                             code="bad-labels" if option == "--labels" else "bad-data",
+                             ) from exc
+
+
 def _read_npz(path: Path, option: str) -> list[dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as archive:

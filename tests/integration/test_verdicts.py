@@ -133,3 +133,24 @@ def test_data_that_does_not_fit_is_exit_2_before_anything_is_written(
     assert result.exit_code == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_npz_files_is_a_sample_set(cli, tmp_path) -> None:
+    from tests.models.onnx_models import conv_relu_model
+
+    model = conv_relu_model(tmp_path / "conv.onnx", batch="batch")
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):  # 1 + 2 + 3 samples of batch 1
+        np.savez(folder / f"part{index}.npz",
+                 x=rng.standard_normal((index + 1, 1, 3, 16, 16)).astype(np.float32))
+
+    result = cli("convert", str(model), "-t", "cpu:ort", "--data", str(folder),
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stderr
+    samples = result.report["check"]["samples"]
+    assert samples["evaluation"]["indices"] == [0, 2, 4]
+    assert samples["calibration"]["indices"] == [1, 3, 5]
+    assert all(a["samples"] == 3 for a in result.report["artifacts"])
