@@ -23,7 +23,7 @@ from convertkit.platforms import BuildOptions, plan_target
 from convertkit.platforms.npu.qnn import SOCS, QnnPlatform, resolve_soc
 from convertkit.spec import Precision, TargetSpec
 from tests.conftest import install_toolchain, run_cli
-from tests.models.onnx_models import conv_relu_model, random_weight_model
+from tests.models.onnx_models import conv_relu_model, odd_and_even_samples, random_weight_model
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
@@ -125,7 +125,7 @@ def test_fp16_runs_at_fp16_in_the_simulator(qnn_toolchain: None, squeezenet: Pat
 def test_int8_calibrates_on_samples_the_check_never_grades(qnn_toolchain: None,
                                                            tmp_path: Path) -> None:
     model = conv_relu_model(tmp_path / "conv.onnx")
-    data = _split_data(tmp_path / "data.npz", count=6)
+    data = odd_and_even_samples(tmp_path / "data.npz", count=6)
 
     result = run_cli("convert", str(model), "-t", "npu:qnn", "--precision", "int8",
                      "--data", str(data), out=tmp_path / "out")
@@ -147,15 +147,6 @@ def test_int8_calibrates_on_samples_the_check_never_grades(qnn_toolchain: None,
     artifact = next(a for a in report["artifacts"] if a["target"] == "npu:qnn")
     assert artifact["status"] == "fail" and artifact["calibration"]["real"] is True
 
-
-def _split_data(path: Path, count: int) -> Path:
-    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
-    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
-    rng = np.random.default_rng(0)
-    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
-    samples[0::2] *= 50
-    np.savez(path, x=samples)
-    return path
 
 
 def test_a_node_the_htp_does_not_take_fails_the_build_by_name(qnn_toolchain: None,

@@ -31,7 +31,7 @@ from convertkit.platforms.npu.rknn import (
 from convertkit.spec import Precision, TargetSpec
 from convertkit.toolchain_steps.rknn import parse_error_analysis
 from tests.conftest import install_toolchain, run_cli
-from tests.models.onnx_models import conv_relu_model, random_weight_model
+from tests.models.onnx_models import conv_relu_model, odd_and_even_samples, random_weight_model
 from tests.models.rknn_models import one_op_model, two_input_model
 
 TINY_CNN = "examples/tiny_cnn.py:build"
@@ -172,7 +172,7 @@ def test_the_runner_rebuilds_for_other_inputs_and_analyses_layers(
 def test_int8_calibrates_on_samples_the_check_never_grades(rknn_toolchain: None,
                                                            tmp_path: Path) -> None:
     model = conv_relu_model(tmp_path / "conv.onnx")
-    data = _split_data(tmp_path / "data.npz", count=6)
+    data = odd_and_even_samples(tmp_path / "data.npz", count=6)
 
     result = run_cli("convert", str(model), "-t", "npu:rknn@rk3588", "--precision", "int8",
                      "--data", str(data), out=tmp_path / "out")
@@ -196,15 +196,6 @@ def test_int8_calibrates_on_samples_the_check_never_grades(rknn_toolchain: None,
     settings = json.loads((folder / "rknn.json").read_text())
     assert len(simulated) == len(settings["simulated_samples_sha256"]) == 3
 
-
-def _split_data(path: Path, count: int) -> Path:
-    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
-    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
-    rng = np.random.default_rng(0)
-    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
-    samples[0::2] *= 50
-    np.savez(path, x=samples)
-    return path
 
 
 def test_an_op_rknn_lacks_fails_preflight_naming_it(tmp_path: Path) -> None:

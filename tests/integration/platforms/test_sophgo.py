@@ -19,7 +19,7 @@ from convertkit.ir.info import describe
 from convertkit.platforms.npu.sophgo import SophgoPlatform, remove_bundled_glibc
 from convertkit.spec import TargetSpec
 from tests.conftest import install_toolchain, run_cli
-from tests.models.onnx_models import conv_relu_model
+from tests.models.onnx_models import conv_relu_model, odd_and_even_samples
 
 SMALL_CNN = "tests/models/torch_models.py:small_cnn"
 
@@ -72,7 +72,7 @@ def test_small_cnn_passes_in_the_cmodel_simulator(sophgo_toolchain: None, tmp_pa
 def test_int8_calibrates_on_samples_the_check_never_grades(sophgo_toolchain: None,
                                                            tmp_path: Path) -> None:
     model = conv_relu_model(tmp_path / "conv.onnx", opset=13)
-    data = _split_data(tmp_path / "data.npz", count=6)
+    data = odd_and_even_samples(tmp_path / "data.npz", count=6)
 
     result = run_cli("convert", str(model), "-t", "npu:sophgo", "--precision", "int8",
                      "--data", str(data), out=tmp_path / "out")
@@ -97,15 +97,6 @@ def test_int8_calibrates_on_samples_the_check_never_grades(sophgo_toolchain: Non
     artifact = _artifact(report, "npu:sophgo")
     assert artifact["status"] == "fail" and artifact["calibration"]["real"] is True
 
-
-def _split_data(path: Path, count: int) -> Path:
-    """``count`` stacked samples for a 1x3x16x16 input ``x``: the odd positions (those the
-    tool calibrates on) in [0, 1], the even ones (those it grades) in [0, 50]."""
-    rng = np.random.default_rng(0)
-    samples = rng.random((count, 1, 3, 16, 16)).astype(np.float32)
-    samples[0::2] *= 50
-    np.savez(path, x=samples)
-    return path
 
 
 @pytest.mark.slow
