@@ -126,11 +126,17 @@ def _summary_table(artifacts: list[dict[str, Any]]) -> str:
 
 
 def _budget_table(budgets: dict[str, dict[str, float]], budget_file: str | None) -> str:
-    rows = "".join(f"<tr><td>{escape(p)}</td><td class=\"num\">{b['atol']:g}</td>"
-                   f"<td class=\"num\">{b['rtol']:g}</td></tr>" for p, b in budgets.items())
+    keys = ("atol", "rtol", "min_cosine", "min_top1", "min_top5", "max_accuracy_drop")
+    rows = "".join(
+        f"<tr><td>{escape(p)}</td>"
+        + "".join(f'<td class="num">{_num(b.get(key), "g")}</td>' for key in keys) + "</tr>"
+        for p, b in budgets.items())
     origin = f" (defaults, with {escape(budget_file)} on top)" if budget_file else " (defaults)"
-    return (f"<h3>Budgets per precision{origin}</h3><table><thead><tr><th>precision</th>"
-            f"<th>atol</th><th>rtol</th></tr></thead><tbody>{rows}</tbody></table>")
+    head = "".join(f"<th>{escape(key)}</th>" for key in ("precision", *keys))
+    return (f"<h3>Budgets per precision{origin}</h3><p class=\"muted\">An output passes "
+            "elementwise (atol, rtol) or, where a precision has a cosine floor, as a whole "
+            "(cosine, norm, top-k); with labels, accuracy may drop at most max_accuracy_drop "
+            f"points.</p><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _artifact_section(artifact: dict[str, Any]) -> str:
