@@ -72,7 +72,7 @@ from convertkit.spec import (
     TargetSpec,
     existing_file,
 )
-from convertkit.staging import check_output_folder, staged_folder
+from convertkit.staging import check_output_folder, relocate, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ def check_models(
             report = Report(side_a.to_dict(), check_record, error=error_record(error),
                             version=__version__, command="check")
             if out_path is not None:
+                report = relocate(report, work, out_path)
                 write_reports(report, work, formats)
             return report
         evidence = ref.evidence
@@ -233,6 +234,8 @@ def check_models(
         report = Report(ref.record, check_record, tuple(results), version=__version__,
                         command="check")
         if out_path is not None:
+            # Every path the report names is where the file is once OUT has landed.
+            report = relocate(report, work, out_path)
             write_reports(report, work, formats)
     return report
 

@@ -63,7 +63,7 @@ from convertkit.spec import (
     TargetSpec,
     existing_file,
 )
-from convertkit.staging import check_output_folder, staged_folder
+from convertkit.staging import check_output_folder, relocate, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ def convert(
             raise
         except ConvertkitError as error:
             shutil.rmtree(work, ignore_errors=True)
-            report = Report(source_record, error=error_record(error), version=__version__)
+            report = relocate(Report(source_record, error=error_record(error),
+                                     version=__version__), staging, out_path)
             write_reports(report, staging, options.report_formats)
             return report
 
@@ -159,7 +160,7 @@ def convert(
                 result = _build_and_check(context, platform_class(), target, precisions[target])
             if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
                 result = _blame_optimization(result, exported, evidence)
-            results.append(_as_seen_from(result, staging, out_path))
+            results.append(result)
         if options.localize:
             results = localize_failures(results, staging, HUB_MODEL, evidence.samples,
                                         out_path)
@@ -180,6 +181,8 @@ def convert(
             artifacts=tuple(results),
             version=__version__,
         )
+        # Every path the report names is where the file is once OUT has landed.
+        report = relocate(report, staging, out_path)
         write_reports(report, staging, options.report_formats)
     return report
 
@@ -259,16 +262,6 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
-
-
-def _as_seen_from(result: ArtifactResult, staging: Path, out: Path) -> ArtifactResult:
-    """Paths in a build error (a toolkit's log) named where the user will find them: OUT
-    is staged under another name until it is complete."""
-    if result.error is None:
-        return result
-    error = {key: value.replace(str(staging), str(out)) if isinstance(value, str) else value
-             for key, value in result.error.items()}
-    return replace(result, error=error)
 
 
 def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dict]:

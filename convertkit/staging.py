@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from convertkit.errors import UsageError
+
+T = TypeVar("T")
 
 
 def check_output_folder(out: Path, force: bool, inputs: Iterable[Path | None]) -> None:
@@ -51,3 +55,26 @@ def staged_folder(out: Path) -> Iterator[Path]:
         out.rename(retired)
     staging.rename(out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def relocate(value: T, staging: Path, out: Path) -> T:
+    """``value`` (a record of plain data: dataclasses, dicts, lists, tuples, strings) with
+    every mention of the staging folder naming where the files are once the run has
+    landed: a string that is a path inside it becomes relative to OUT, a sentence that
+    mentions one names it under ``out``."""
+    old, new = str(staging), str(out)
+    if isinstance(value, str):
+        if value.startswith(old + os.sep) and " " not in value:
+            return value[len(old) + 1:]  # type: ignore[return-value]
+        return value.replace(old, new) if old in value else value  # type: ignore[return-value]
+    if isinstance(value, Path):
+        return Path(relocate(str(value), staging, out)) if old in str(value) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: relocate(getattr(value, f.name), staging, out)
+                   for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **changes)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {key: relocate(item, staging, out) for key, item in value.items()}
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+        return type(value)(relocate(item, staging, out) for item in value)
+    return value

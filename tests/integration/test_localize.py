@@ -126,3 +126,8 @@ def test_convert_localises_a_failed_artifact_against_the_hub(tmp_path, monkeypat
     assert (out / "repro/cpu-ort/command.sh").is_file()
     assert {"report.json", "report.html", "junit.xml"} <= {p.name for p in out.iterdir()}
     assert str(out / "repro/cpu-ort/reference.onnx") in cpu.localization.repro.command
+    # Every path names where the file is once OUT has landed, not the staging folder.
+    assert (cpu.localization.reference, cpu.localization.candidate) == (
+        "onnx/model.onnx", "cpu-ort/model.onnx")
+    for name in ("report.json", "report.html", "junit.xml"):
+        assert ".partial-" not in (out / name).read_text(), name

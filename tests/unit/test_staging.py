@@ -127,3 +127,26 @@ def test_check_output_folder_sees_through_relative_paths(tmp_path, monkeypatch):
             (tmp_path / "models" / ".." / "models" / "m.onnx").relative_to(tmp_path)])
 
     assert caught.value.code == "output-holds-input"
+
+
+def test_relocate_names_files_where_they_land(tmp_path):
+    from dataclasses import dataclass
+
+    from convertkit.staging import relocate
+
+    @dataclass(frozen=True)
+    class Record:
+        path: str
+        notes: tuple[str, ...]
+        extra: dict
+
+    staging, out = tmp_path / ".out.partial-7", tmp_path / "out"
+    record = Record(str(staging / "cpu-ort/model.onnx"),
+                    (f"the full output is in {staging}/logs/export.log", "untouched"),
+                    {"files": [str(staging / "onnx/model.onnx"), str(tmp_path / "model.onnx")]})
+
+    moved = relocate(record, staging, out)
+
+    assert moved.path == "cpu-ort/model.onnx"  # a path inside OUT: relative to it
+    assert moved.notes == (f"the full output is in {out}/logs/export.log", "untouched")
+    assert moved.extra["files"] == ["onnx/model.onnx", str(tmp_path / "model.onnx")]
