@@ -68,3 +68,38 @@ def install_toolchain(name: str, timeout_s: float = 1800) -> None:
     done = subprocess.run([sys.executable, "-m", "convertkit", "toolchains", "install", name],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+CORE_DISTRIBUTIONS = ("click", "numpy", "onnx", "onnxruntime", "onnxslim", "sympy")
+
+
+def core_only_environment(folder: Path) -> dict[str, str]:
+    """The environment variables that run ``python -S -m convertkit`` with convertkit and
+    its core dependencies only (no framework, runtime or toolchain package): the core
+    distributions and what they require are linked from this environment into ``folder``,
+    which with the repository is all the interpreter sees (``-S``: no site-packages)."""
+    import re
+    from importlib import metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    todo, seen = [*CORE_DISTRIBUTIONS, "convertkit"], set()
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[ ;<>=!\[~(]", r)[0] for r in distribution.requires or []
+                 if "extra ==" not in r]
+        for entry in {Path(str(f)).parts[0] for f in distribution.files or ()}:
+            source = Path(distribution.locate_file(entry))
+            if entry.endswith(".pth") or entry == ".." or not source.exists():
+                continue
+            target = folder / entry
+            if not target.exists():
+                target.symlink_to(source)
+    return dict(os.environ, PYTHONPATH=f"{folder}{os.pathsep}{ROOT}")

@@ -289,9 +289,13 @@ class TensorRtPlatform(Platform):
                "without TensorRT, so ONNX Runtime's CPU registry stands in (the parser "
                "reports what it lacks when the engine is built)")
 
+    # Without tensorrt or tensorrt_rtx it still writes the ONNX model and the trtexec
+    # command that builds the engine where TensorRT is (status `prepared`).
+    prepares_when_missing: ClassVar[bool] = True
+
     @classmethod
     def is_available(cls) -> bool:
-        return True  # without a builder it still writes the trtexec bundle
+        return is_installed("tensorrt") or is_installed("tensorrt_rtx")
 
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         if target.device is not None and _sm_number(target.device) is None:

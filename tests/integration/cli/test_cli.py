@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from convertkit.checker.samples import load_samples
+from tests.conftest import core_only_environment
 
 FRAMEWORK_MODULES = ("torch", "tensorflow", "paddle", "mindspore", "keras", "openvino")
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
@@ -189,3 +191,22 @@ def test_python_api_takes_an_options_record(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown option 'target'") as caught:
         convertkit.convert(str(model), tmp_path / "other", target=["cpu"])
     assert "did you mean 'targets'?" in caught.value.hint
+
+
+def test_targets_in_a_core_only_environment_says_what_each_can_do(tmp_path: Path) -> None:
+    """Without TensorRT, gpu:tensorrt can only prepare the model and a trtexec command:
+    `prepares`, never `installed`."""
+    env = core_only_environment(tmp_path / "core")
+    probe = subprocess.run([sys.executable, "-S", "-c", "import importlib.util as u; print("
+                            "[m for m in ('tensorrt', 'tensorrt_rtx', 'openvino', 'torch') "
+                            "if u.find_spec(m)])"], capture_output=True, text=True, env=env)
+    assert probe.stdout.strip() == "[]", probe.stderr  # the environment really lacks them
+
+    done = subprocess.run([sys.executable, "-S", "-m", "convertkit", "targets"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    states = dict(re.split(r"\s{2,}", line)[:2] for line in done.stdout.splitlines() if line)
+    assert states["gpu:tensorrt"] == "prepares"
+    assert states["onnx"] == states["cpu, cpu:ort"] == "installed"
+    assert states["cpu:openvino"] == "missing"
