@@ -35,7 +35,14 @@ from convertkit.ir.io import load_model
 from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
 from convertkit.options import ConvertOptions, options_from
-from convertkit.platforms import BuildOptions, Platform, Runner, choose_precision, plan_target
+from convertkit.platforms import (
+    Artifact,
+    BuildOptions,
+    Platform,
+    Runner,
+    choose_precision,
+    plan_target,
+)
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.registry import (
     AUTO_CPU_TARGET,
@@ -49,10 +56,12 @@ from convertkit.reports.record import ArtifactResult, Report, error_record
 from convertkit.selection import (
     NOT_EVIDENCE,
     NOT_EVIDENCE_HINT,
+    Candidate,
     CandidateRecord,
+    Timing,
     candidates,
-    fastest_passing,
-    median_latency_ms,
+    choose,
+    time_interleaved,
 )
 from convertkit.spec import (
     Family,
@@ -207,8 +216,7 @@ class _CheckContext:
 
 
 def _build_and_check(context: _CheckContext, platform: Platform, target: TargetSpec,
-                     precision: Precision, out_dir: Path | None = None,
-                     measure_latency: bool = False) -> ArtifactResult:
+                     precision: Precision, out_dir: Path | None = None) -> ArtifactResult:
     staging = context.staging
     if out_dir is None:
         out_dir = staging / (HUB_MODEL.parent if target == ONNX_TARGET else
@@ -244,18 +252,15 @@ def _build_and_check(context: _CheckContext, platform: Platform, target: TargetS
                                   artifact.precision.value, budget,
                                   notes=(*notes, "not run: no runtime for it here"),
                                   calibration=calibration)
-        latency_ms = None
         layers: list[dict] = []
         samples = context.evidence.samples
         with runner:
             verdict = judge(runner.run_samples(samples), context.evidence, budget)
-            if measure_latency and verdict.status == Status.PASS:
-                latency_ms = median_latency_ms(lambda: runner.run(samples[0]))
             if verdict.status == Status.FAIL:
                 layers = _layer_analysis(runner, samples[verdict.worst_sample])
         return ArtifactResult(str(target), verdict.status, relative,
                               artifact.precision.value, budget, verdict.metrics, notes,
-                              latency_ms=latency_ms, checked_in=artifact.checked_in,
+                              checked_in=artifact.checked_in,
                               layer_analysis=tuple(layers), samples=len(samples),
                               accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
                               calibration=calibration)
@@ -276,8 +281,9 @@ def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dic
 
 def _select_cpu(context: _CheckContext, precision: Precision | None,
                 progress: Callable[[str], None]) -> ArtifactResult:
-    """`-t cpu`: build and check every CPU candidate, time those that pass, keep the
-    fastest. The result is the chosen candidate's, with every candidate listed."""
+    """`-t cpu`: build and check every CPU candidate, time those that pass in turn, keep
+    the fastest beyond the timing noise (selection.py). The result is the chosen
+    candidate's, with every candidate listed."""
     found = candidates(load_platforms().values(), Family.CPU, precision)
     if not found:
         error = UsageError(f"no CPU platform here builds {precision.value if precision else ''}",
@@ -288,8 +294,7 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
     for candidate in found:
         progress(f"building cpu candidate {candidate.target} {candidate.precision.value}")
         result = _build_and_check(context, candidate.platform(), candidate.target,
-                                  candidate.precision, context.staging / candidate.folder,
-                                  measure_latency=True)
+                                  candidate.precision, context.staging / candidate.folder)
         results.append(result)
         worst = max((m for m in result.outputs if m.max_abs is not None),
                     key=lambda m: m.max_abs, default=None)
@@ -304,8 +309,14 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
             min((m.cosine for m in result.outputs if m.cosine is not None), default=None),
             reason=reason, calibrated_on_generated=unproven,
             accuracy_drop=result.accuracy["drop"] if result.accuracy else None))
-    chosen = fastest_passing(records)
-    if chosen is None:
+    progress("timing the candidates that passed, in turn")
+    timings = _time_candidates(context, found, results)
+    for index, timing in timings.items():
+        records[index] = replace(records[index], latency_ms=timing.median_ms,
+                                 spread_ms=timing.spread_ms, runs=timing.runs)
+        results[index] = replace(results[index], latency_ms=timing.median_ms)
+    picked = choose(records)
+    if picked is None:
         status = Status.FAIL if any(r.status == Status.FAIL for r in records) else Status.ERROR
         first_error = next((r.error for r in results if r.error), None)
         passed_unproven = any(r.status == Status.PASS for r in records)
@@ -314,13 +325,32 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
         return ArtifactResult(str(AUTO_CPU_TARGET), status, candidates=tuple(records),
                               notes=(note,),
                               error=first_error if status == Status.ERROR else None)
+    chosen, why = picked
     records[chosen] = replace(records[chosen], chosen=True)
     best = results[chosen]
-    note = (f"chose {records[chosen].target} {records[chosen].precision}: the fastest of "
-            f"{sum(r.status == Status.PASS for r in records)} candidates that passed "
-            f"({best.latency_ms:.2f} ms median)")
+    note = f"chose {records[chosen].target} {records[chosen].precision}: {why}"
     return replace(best, target=str(AUTO_CPU_TARGET), notes=(note, *best.notes),
                    candidates=tuple(records))
+
+
+def _time_candidates(context: _CheckContext, found: Sequence[Candidate],
+                     results: Sequence[ArtifactResult]) -> dict[int, Timing]:
+    """The timings of every candidate that passed, measured in turn on the first
+    evaluation sample (selection.time_interleaved)."""
+    runners = {}
+    for index, (candidate, result) in enumerate(zip(found, results, strict=True)):
+        if result.status != Status.PASS or result.path is None:
+            continue
+        artifact = Artifact(str(candidate.target), context.staging / result.path,
+                            candidate.precision)
+        runner = candidate.platform().open(artifact)
+        if runner is not None:
+            runners[index] = runner
+    try:
+        return time_interleaved(runners, context.evidence.samples[0])
+    except ConvertkitError:
+        log.warning("timing the CPU candidates failed", exc_info=is_debug())
+        return {}
 
 
 def _blame_optimization(result: ArtifactResult, exported: Path,

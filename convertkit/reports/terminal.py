@@ -101,15 +101,18 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
     """`-t cpu`: one short line per candidate, the chosen one marked."""
     if not artifact.candidates:
         return []
-    lines = [f"{artifact.target}: candidates (median latency on this machine)"]
+    lines = [f"{artifact.target}: candidates (median latency on this machine, timed in turn, "
+             "± the spread of the runs)"]
     for c in artifact.candidates:
-        timing = f"{c.latency_ms:8.2f} ms" if c.latency_ms is not None else "       - ms"
+        timing = (f"{c.latency_ms:8.2f} ms ±{c.spread_ms or 0.0:<5.2f}"
+                  if c.latency_ms is not None else "       - ms       ")
         mark = "  <-- chosen" if c.chosen else ""
         detail = f"  {c.reason[:70]}" if c.reason else ""
         if c.accuracy_drop is not None:
             detail = f"  accuracy -{c.accuracy_drop:.2f} pts{detail}"
         lines.append(f"  {c.target + ' ' + c.precision:<22} {c.status.value:<6} {timing}"
                      f"  max abs {_number(c.max_abs)}{mark}{detail}")
+    lines += [f"  {note}" for note in artifact.notes[:1] if note.startswith("chose ")]
     return lines
 
 

@@ -1,29 +1,103 @@
+"""convertkit/selection.py: the CPU candidates, timed in turn, and a choice the timing
+noise cannot flip."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
+from convertkit.platforms import Runner
 from convertkit.platforms.cpu import OrtCpuPlatform
 from convertkit.platforms.onnx import OnnxPlatform
 from convertkit.selection import (
+    MIN_ROUNDS,
+    TIMED_ROUNDS,
+    WARMUP_RUNS,
     CandidateRecord,
     candidates,
-    fastest_passing,
-    median_latency_ms,
+    choose,
+    time_interleaved,
 )
 from convertkit.spec import Family, Precision, Status
 
 
-def _record(latency: float | None, status: Status = Status.PASS) -> CandidateRecord:
-    return CandidateRecord("cpu:x", "fp32", status, "p", latency, 0.0, 1.0)
+def _record(latency: float | None, status: Status = Status.PASS, precision: str = "fp32",
+            spread: float = 0.0, target: str = "cpu:x",
+            generated: bool = False) -> CandidateRecord:
+    return CandidateRecord(target, precision, status, "p", latency, 0.0, 1.0,
+                           spread_ms=spread, calibrated_on_generated=generated)
 
 
-def test_fastest_passing_ignores_failed_and_untimed_candidates() -> None:
+def test_choose_ignores_failed_untimed_and_unproven_candidates() -> None:
     records = [_record(1.0, Status.FAIL), _record(5.0), _record(None, Status.ERROR),
-               _record(3.0)]
+               _record(3.0), _record(0.5, precision="int8", generated=True)]
 
-    assert fastest_passing(records) == 3
+    chosen, why = choose(records)
+
+    assert chosen == 3
+    assert "the fastest of 2 that passed" in why
 
 
-def test_fastest_passing_is_none_when_nothing_passed() -> None:
-    assert fastest_passing([_record(1.0, Status.FAIL), _record(None, Status.ERROR)]) is None
+def test_choose_is_none_when_nothing_may_be_chosen() -> None:
+    assert choose([_record(1.0, Status.FAIL), _record(None, Status.ERROR),
+                   _record(0.5, generated=True)]) is None
+
+
+def test_a_lower_precision_must_beat_the_noise_to_win() -> None:
+    """int8 measures 8% faster but the runs spread by 10%: fp32 is kept, and why is said."""
+    fp32 = _record(10.0, precision="fp32", spread=1.0, target="cpu:ort")
+    int8 = _record(9.2, precision="int8", spread=0.8, target="cpu:ort")
+
+    chosen, why = choose([int8, fp32])
+
+    assert chosen == 1
+    assert "within the timing noise of the fastest, cpu:ort int8" in why
+    assert "higher precision" in why
+
+
+def test_a_lower_precision_that_beats_the_noise_wins() -> None:
+    fp32 = _record(10.0, precision="fp32", spread=0.3)
+    bf16 = _record(6.0, precision="bf16", spread=0.4)
+    int8 = _record(5.8, precision="int8", spread=0.3)
+
+    chosen, _ = choose([fp32, bf16, int8])
+
+    assert chosen == 1  # int8 is faster than bf16 only within the noise: bf16 is kept
+
+
+class _Recorder(Runner):
+    """A real runner over a callable that records the order of the runs."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def __enter__(self) -> _Recorder:
+        self.calls.append(f"open {self.name}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.calls.append(f"close {self.name}")
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append(self.name)
+        return {"y": feeds["x"]}
+
+
+def test_candidates_are_timed_in_turn_round_after_round() -> None:
+    calls: list[str] = []
+    ticks = iter(range(10**6))
+
+    timings = time_interleaved({0: _Recorder("a", calls), 1: _Recorder("b", calls)},
+                               {"x": np.zeros(2)}, clock=lambda: float(next(ticks)))
+
+    runs = [c for c in calls if c in ("a", "b")]
+    warmup = 2 * WARMUP_RUNS
+    assert runs[:warmup] == ["a"] * WARMUP_RUNS + ["b"] * WARMUP_RUNS
+    assert runs[warmup:] == ["a", "b"] * (len(runs[warmup:]) // 2)  # interleaved
+    assert MIN_ROUNDS <= timings[0].runs <= TIMED_ROUNDS
+    assert timings[0].median_ms == 1000.0 and timings[0].spread_ms == 0.0
+    assert calls[-2:] == ["close b", "close a"]
 
 
 def test_candidates_are_the_family_platforms_at_each_precision() -> None:
@@ -38,12 +112,3 @@ def test_precision_limits_the_candidates() -> None:
     found = candidates([OrtCpuPlatform], Family.CPU, Precision.INT8)
 
     assert [c.precision for c in found] == [Precision.INT8]
-
-
-def test_median_latency_runs_warmup_then_timed_runs() -> None:
-    calls = []
-
-    latency = median_latency_ms(lambda: calls.append(1))
-
-    assert latency >= 0.0
-    assert len(calls) == 3 + 20
