@@ -90,3 +90,43 @@ def job_environment(threads: int | None) -> dict[str, str]:
     if threads is not None:
         env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     return env
+
+
+# Ray's token authentication (Ray 2.60). `ray start --head` turns it on when a token is
+# at hand (ray/scripts/scripts.py, maybe_enable_token_auth_if_token_available), and the
+# cluster then refuses every node and client without that token (InvalidAuthToken). A
+# client given an address turns it on only when RAY_AUTH_MODE=token is set: Ray looks for
+# a token by itself only for a cluster it finds without an address (ray/_private/worker.py).
+# Ray reads the token from $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else
+# ~/.ray/auth_token (where `ray get-auth-token --generate` writes it), in that order.
+RAY_AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
+
+
+def ray_auth_mode() -> str | None:
+    """$RAY_AUTH_MODE as set (`token` or `disabled`), or None when it is not set."""
+    return os.environ.get(RAY_AUTH_MODE_VARIABLE)
+
+
+def ray_auth_token_source() -> str | None:
+    """Where Ray will read its authentication token from, or None when it has none."""
+    if os.environ.get(RAY_AUTH_TOKEN_VARIABLE):
+        return f"${RAY_AUTH_TOKEN_VARIABLE}"
+    path = os.environ.get(RAY_AUTH_TOKEN_PATH_VARIABLE)
+    if path:
+        return f"${RAY_AUTH_TOKEN_PATH_VARIABLE} ({path})"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def enable_ray_token_auth() -> bool:
+    """Set RAY_AUTH_MODE=token for a Ray client that connects by address, when the user
+    left RAY_AUTH_MODE unset and a token is at hand: the rule Ray applies itself to
+    `ray start --head` and to a cluster it finds without an address. (A token-mode client
+    also connects to a cluster without authentication.) Returns whether it set it; Ray
+    reads the variable when it is imported, so the caller refreshes Ray's config."""
+    if ray_auth_mode() is not None or ray_auth_token_source() is None:
+        return False
+    os.environ[RAY_AUTH_MODE_VARIABLE] = "token"
+    return True

@@ -18,6 +18,7 @@ from typing import Any
 from convertkit.batch.classify import JobOutcome, outcome_from_error
 from convertkit.batch.jobs import JobContext, allow_jobs, run_job, stop_running_jobs
 from convertkit.batch.manifest import JobSpec
+from convertkit.config import enable_ray_token_auth, ray_auth_mode, ray_auth_token_source
 from convertkit.dependencies import require
 from convertkit.errors import UsageError
 
@@ -81,11 +82,17 @@ def run_on_ray(work: Sequence[Work], parallel: int | None, address: str | None,
                                    "configure_logging": False}
         if address:
             options["address"] = address
+            if enable_ray_token_auth():
+                # Ray read RAY_AUTH_MODE when imported: reload, as its _enable_token_auth does.
+                ray._raylet.Config.initialize("")
         else:  # "local": always a new instance, never a cluster `ray start` left running
             options.update(address="local", num_cpus=parallel or os.cpu_count() or 1)
         try:
             ray.init(**options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError,
+                ray.exceptions.AuthenticationError) as exc:
+            if _is_auth_refusal(ray, exc):
+                raise _auth_error(ray, address, exc) from exc
             raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}",
                              hint="pass --address HOST:PORT of a running cluster (`ray status` "
                              "on its head node), or leave --address out for a local instance",
@@ -96,6 +103,37 @@ def run_on_ray(work: Sequence[Work], parallel: int | None, address: str | None,
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _is_auth_refusal(ray, exc: BaseException | None) -> bool:
+    """Whether ``ray.init`` failed on token authentication. Ray raises AuthenticationError
+    itself only when it has no token to send; a cluster that refuses the client shows only
+    in the text of the ConnectionError's cause (the gRPC status, ``InvalidAuthToken``)."""
+    while exc is not None:
+        if isinstance(exc, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _auth_error(ray, address: str | None, exc: BaseException) -> UsageError:
+    mode, source = ray_auth_mode(), ray_auth_token_source()
+    if isinstance(exc, ray.exceptions.AuthenticationError):  # raised before connecting
+        problem = f"cannot authenticate to the Ray cluster at {address}: {exc.message}"
+    elif mode is not None and mode.lower() != "token":
+        problem = (f"the Ray cluster at {address} wants an authentication token, and "
+                   f"RAY_AUTH_MODE={mode} here sends none")
+    elif source is None:
+        problem = (f"the Ray cluster at {address} wants an authentication token, and "
+                   "there is none here")
+    else:
+        problem = f"the Ray cluster at {address} refused the authentication token from {source}"
+    return UsageError(
+        problem,
+        hint="put the cluster's token (`ray get-auth-token` on its head node) in "
+             "~/.ray/auth_token here, or in RAY_AUTH_TOKEN (or a file named by "
+             "RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE unset or `token`",
+        code="ray-auth")
 
 
 def _submit_and_collect(ray, work: Sequence[Work], parallel: int | None, on_start: OnStart,
