@@ -3,6 +3,7 @@ r"""Does `-t cpu` choose the same candidate over identical runs? A hand-run benc
 From the repository root:
 
     .venv/bin/python benchmarks/cpu_choice.py                     # ResNet-50, 5 runs
+    .venv/bin/python benchmarks/cpu_choice.py --with-data       # int8 competes too
     .venv/bin/python benchmarks/cpu_choice.py --runs 3 --model light_squeezenet.onnx
 
 The model is one of the onnx package's light models with seeded random weights
@@ -31,15 +32,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="light_resnet50.onnx")
+    parser.add_argument("--with-data", action="store_true",
+                        help="pass 8 samples as --data, so that int8 calibrates on given "
+                        "samples and competes (without it, int8 is never chosen)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="cpu-choice-"))
     model = random_weight_model(args.model, scratch / args.model)
+    extra = []
+    if args.with_data:
+        import numpy as np
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+        initializers = {t.name for t in graph.initializer}
+        (spec,) = [i for i in graph.input if i.name not in initializers]
+        shape = [d.dim_value or 1 for d in spec.type.tensor_type.shape.dim]
+        samples = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
+        np.savez(scratch / "data.npz", **{spec.name: samples})
+        extra = ["--data", str(scratch / "data.npz")]
     choices = []
     for run in range(1, args.runs + 1):
         out = scratch / f"run{run}"
         done = subprocess.run([sys.executable, "-m", "convertkit", "convert", str(model), "-t",
-                               "cpu", "-o", str(out), "--report-format", "json"],
+                               "cpu", *extra, "-o", str(out), "--report-format", "json"],
                               capture_output=True, text=True, cwd=REPO)
         if not (out / "report.json").is_file():
             print(f"run {run}: no report (exit {done.returncode}): {done.stderr[-300:]}")
