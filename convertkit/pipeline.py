@@ -313,7 +313,7 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
     timings = _time_candidates(context, found, results)
     for index, timing in timings.items():
         records[index] = replace(records[index], latency_ms=timing.median_ms,
-                                 spread_ms=timing.spread_ms, runs=timing.runs)
+                                 spread_ms=timing.spread_ms, round_ms=timing.round_ms)
         results[index] = replace(results[index], latency_ms=timing.median_ms)
     picked = choose(records)
     if picked is None:

@@ -9,12 +9,14 @@ Timing: every candidate that passed is opened, warmed up, then run once per roun
 turn (round-robin), so a burst of load on the machine falls on all of them rather than
 on whichever happened to be timed then; every candidate at the runtime's default thread
 count, the same for all: every core. Each gets its median and its spread (the
-interquartile range of its runs). The fastest median wins only over candidates it beats
-by more than the larger of the two spreads; among candidates within that noise of the
-fastest, the highest precision is chosen (fp32 before bf16 before int8), so that noise
-cannot trade accuracy for nothing. Measured here: the same ResNet-50 under ORT fp32 took
-42 to 75 ms from one run to the next on a loaded 2-core machine, and timed one after the
-other the choice flipped between identical runs.
+interquartile range of its runs). The fastest median wins over another candidate only
+when it was faster in at least WIN_SHARE of the rounds, each round comparing two runs
+made moments apart (a paired comparison, which a burst of load on the machine hardly
+moves); among the candidates it does not beat that way, the highest precision is chosen
+(fp32 before bf16 before int8), so that noise cannot trade accuracy for nothing.
+Measured here: the same ResNet-50 under ORT fp32 took 42 to 75 ms from one run to the
+next on a loaded 2-core machine, and timed one after the other the choice flipped
+between identical runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ WARMUP_RUNS = 3
 TIMED_ROUNDS = 20
 TIME_LIMIT_S = 10.0  # per candidate; fewer rounds when a model is slow
 MIN_ROUNDS = 5
+WIN_SHARE = 0.7  # of the rounds the fastest must win to count as faster than another
 # Higher precision first: the order in which candidates within noise are preferred.
 PRECISION_PREFERENCE = (Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8)
 
@@ -68,7 +71,11 @@ def candidates(platforms: Iterable[type[Platform]], family: Family,
 class Timing:
     median_ms: float
     spread_ms: float  # interquartile range of the timed runs
-    runs: int
+    round_ms: tuple[float, ...]  # one run per round, in round order
+
+    @property
+    def runs(self) -> int:
+        return len(self.round_ms)
 
 
 def time_interleaved(runners: Mapping[int, Runner], feeds: Mapping[str, Any],
@@ -94,7 +101,7 @@ def time_interleaved(runners: Mapping[int, Runner], feeds: Mapping[str, Any],
 
 def _timing(values: Sequence[float]) -> Timing:
     quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-    return Timing(statistics.median(values), quartiles[2] - quartiles[0], len(values))
+    return Timing(statistics.median(values), quartiles[2] - quartiles[0], tuple(values))
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,11 @@ class CandidateRecord:
     calibrated_on_generated: bool = False  # its build tuned itself on generated inputs
     accuracy_drop: float | None = None  # with labels: points of top-1 accuracy it lost
     spread_ms: float | None = None  # interquartile range of its timed runs
-    runs: int | None = None  # timed runs
+    round_ms: tuple[float, ...] = ()  # its timed runs, one per round, in round order
+
+    @property
+    def runs(self) -> int | None:
+        return len(self.round_ms) or None
 
     @property
     def is_eligible(self) -> bool:
@@ -124,6 +135,7 @@ class CandidateRecord:
         return {"target": self.target, "precision": self.precision,
                 "status": self.status.value, "path": self.path,
                 "latency_ms": self.latency_ms, "spread_ms": self.spread_ms, "runs": self.runs,
+                "round_ms": [round(t, 4) for t in self.round_ms],
                 "max_abs": self.max_abs, "cosine": self.cosine, "chosen": self.chosen,
                 "reason": self.reason, "calibrated_on_generated": self.calibrated_on_generated,
                 "accuracy_drop": self.accuracy_drop}
@@ -136,35 +148,46 @@ NOT_EVIDENCE_HINT = ("a build calibrated on generated inputs is a smoke test, no
 
 
 def choose(records: Sequence[CandidateRecord]) -> tuple[int, str] | None:
-    """The candidate to keep and why, or None when none may be chosen: the fastest,
-    unless a candidate of higher precision is within the noise of it (the larger of the
-    two spreads), then the highest such precision (its fastest)."""
+    """The candidate to keep and why, or None when none may be chosen: the fastest, unless
+    it did not beat a candidate of higher precision in WIN_SHARE of the rounds (module
+    docstring); then the highest such precision (its fastest)."""
     eligible = [i for i, r in enumerate(records) if r.is_eligible]
     if not eligible:
         return None
     fastest = min(eligible, key=lambda i: records[i].latency_ms or 0.0)
     best = records[fastest]
-
-    def within_noise(index: int) -> bool:
-        record = records[index]
-        noise = max(record.spread_ms or 0.0, best.spread_ms or 0.0)
-        return (record.latency_ms or 0.0) - (best.latency_ms or 0.0) <= noise
-
-    close = [i for i in eligible if within_noise(i)]
+    close = [i for i in eligible if i == fastest or not _beats(best, records[i])]
     chosen = min(close, key=lambda i: (_preference(records[i].precision),
                                        records[i].latency_ms or 0.0))
     record = records[chosen]
     timing = f"{record.latency_ms:.2f} ms median, spread {record.spread_ms or 0.0:.2f} ms"
     if chosen == fastest:
-        others = [records[i] for i in eligible if i != chosen]
-        reason = (f"the fastest of {len(eligible)} that passed ({timing})"
-                  + (f"; the next, {_label(min(others, key=lambda r: r.latency_ms or 0))}, "
-                     "is slower by more than the noise" if others and len(close) == 1 else ""))
-    else:
-        reason = (f"within the timing noise of the fastest, {_label(best)} "
-                  f"({best.latency_ms:.2f} ms, spread {best.spread_ms or 0.0:.2f} ms), and of "
-                  f"higher precision ({timing})")
-    return chosen, reason
+        reason = f"the fastest of {len(eligible)} that passed ({timing})"
+        if len(eligible) > 1:
+            reason += f"; it beat every other in at least {WIN_SHARE:.0%} of the rounds"
+        return chosen, reason
+    wins = _wins(best, record)
+    beaten = (f"beat it in only {wins[0]} of {wins[1]} rounds" if wins
+              else f"is within its spread ({best.latency_ms:.2f} ms)")
+    return chosen, (f"of higher precision than the fastest, {_label(best)}, which {beaten} "
+                    f"({timing})")
+
+
+def _wins(best: CandidateRecord, other: CandidateRecord) -> tuple[int, int] | None:
+    """In how many of how many rounds ``best`` ran faster than ``other``; None when their
+    runs were not timed in the same rounds."""
+    if not len(best.round_ms) == len(other.round_ms) >= MIN_ROUNDS:
+        return None
+    wins = sum(b < o for b, o in zip(best.round_ms, other.round_ms, strict=True))
+    return wins, len(best.round_ms)
+
+
+def _beats(best: CandidateRecord, other: CandidateRecord) -> bool:
+    wins = _wins(best, other)
+    if wins is not None:
+        return wins[0] >= WIN_SHARE * wins[1]
+    noise = max(other.spread_ms or 0.0, best.spread_ms or 0.0)
+    return (other.latency_ms or 0.0) - (best.latency_ms or 0.0) > noise
 
 
 def _preference(precision: str) -> int:

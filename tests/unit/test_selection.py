@@ -23,10 +23,11 @@ from convertkit.spec import Family, Precision, Status
 
 
 def _record(latency: float | None, status: Status = Status.PASS, precision: str = "fp32",
-            spread: float = 0.0, target: str = "cpu:x",
-            generated: bool = False) -> CandidateRecord:
+            spread: float = 0.0, target: str = "cpu:x", generated: bool = False,
+            rounds: tuple[float, ...] = ()) -> CandidateRecord:
     return CandidateRecord(target, precision, status, "p", latency, 0.0, 1.0,
-                           spread_ms=spread, calibrated_on_generated=generated)
+                           spread_ms=spread, calibrated_on_generated=generated,
+                           round_ms=rounds)
 
 
 def test_choose_ignores_failed_untimed_and_unproven_candidates() -> None:
@@ -45,15 +46,42 @@ def test_choose_is_none_when_nothing_may_be_chosen() -> None:
 
 
 def test_a_lower_precision_must_beat_the_noise_to_win() -> None:
-    """int8 measures 8% faster but the runs spread by 10%: fp32 is kept, and why is said."""
+    """Runs not timed in the same rounds: int8 measures 8% faster but the runs spread by
+    10%, so fp32 is kept, and why is said."""
     fp32 = _record(10.0, precision="fp32", spread=1.0, target="cpu:ort")
     int8 = _record(9.2, precision="int8", spread=0.8, target="cpu:ort")
 
     chosen, why = choose([int8, fp32])
 
     assert chosen == 1
-    assert "within the timing noise of the fastest, cpu:ort int8" in why
-    assert "higher precision" in why
+    assert "higher precision than the fastest, cpu:ort int8, which is within its spread" in why
+
+
+def test_paired_rounds_decide_who_is_faster() -> None:
+    """A burst of load that slows both candidates in a round moves their medians and
+    spreads, not which of the two was faster in that round."""
+    load = (0.0, 30.0, 0.0, 50.0, 10.0, 0.0, 40.0, 0.0, 20.0, 0.0)
+    fp32 = _record(12.0, precision="fp32", spread=25.0, target="cpu:ort",
+                   rounds=tuple(10.0 + extra for extra in load))
+    steady_int8 = _record(11.0, precision="int8", spread=25.0, target="cpu:ort",
+                          rounds=tuple(9.0 + extra for extra in load))
+
+    chosen, why = choose([fp32, steady_int8])
+
+    assert chosen == 1  # faster in every round, though by less than the spread
+    assert "beat every other in at least 70% of the rounds" in why
+
+
+def test_a_lower_precision_that_wins_too_few_rounds_is_not_chosen() -> None:
+    fp32_rounds = (10.0,) * 10
+    int8_rounds = (9.0,) * 6 + (11.0,) * 4  # faster in 6 of 10 rounds: 60% < 70%
+    fp32 = _record(10.0, precision="fp32", rounds=fp32_rounds, target="cpu:ort")
+    int8 = _record(9.0, precision="int8", rounds=int8_rounds, target="cpu:openvino")
+
+    chosen, why = choose([int8, fp32])
+
+    assert chosen == 1
+    assert "cpu:openvino int8, which beat it in only 6 of 10 rounds" in why
 
 
 def test_a_lower_precision_that_beats_the_noise_wins() -> None:
