@@ -93,7 +93,7 @@ def run_on_ray(work: Sequence[Work], parallel: int | None, address: str | None,
                 ray.exceptions.AuthenticationError) as exc:
             if _is_auth_refusal(ray, exc):
                 raise _auth_error(ray, address, exc) from exc
-            raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}",
+            raise UsageError(f"cannot connect to {_cluster(address)}: {exc}",
                              hint="pass --address HOST:PORT of a running cluster (`ray status` "
                              "on its head node), or leave --address out for a local instance",
                              code="ray-unreachable") from exc
@@ -116,18 +116,22 @@ def _is_auth_refusal(ray, exc: BaseException | None) -> bool:
     return False
 
 
+def _cluster(address: str | None) -> str:
+    return f"the Ray cluster at {address}" if address else "the local Ray instance"
+
+
 def _auth_error(ray, address: str | None, exc: BaseException) -> UsageError:
     mode, source = ray_auth_mode(), ray_auth_token_source()
     if isinstance(exc, ray.exceptions.AuthenticationError):  # raised before connecting
-        problem = f"cannot authenticate to the Ray cluster at {address}: {exc.message}"
+        problem = f"cannot authenticate to {_cluster(address)}: {exc.message}"
     elif mode is not None and mode.lower() != "token":
-        problem = (f"the Ray cluster at {address} wants an authentication token, and "
+        problem = (f"{_cluster(address)} wants an authentication token, and "
                    f"RAY_AUTH_MODE={mode} here sends none")
     elif source is None:
-        problem = (f"the Ray cluster at {address} wants an authentication token, and "
+        problem = (f"{_cluster(address)} wants an authentication token, and "
                    "there is none here")
     else:
-        problem = f"the Ray cluster at {address} refused the authentication token from {source}"
+        problem = f"{_cluster(address)} refused the authentication token from {source}"
     return UsageError(
         problem,
         hint="put the cluster's token (`ray get-auth-token` on its head node) in "

@@ -229,3 +229,28 @@ models:
                       "from $RAY_AUTH_TOKEN"], refused.stderr
     assert "hint: put the cluster's token" in refused.stderr
     assert not (tmp_path / "refused/summary.json").exists()
+
+
+def test_an_auth_refusal_names_the_cluster_or_the_local_instance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text of Ray's refusal (a ConnectionError whose cause carries the gRPC status)
+    becomes the `ray-auth` error, naming the address, or the local instance without one."""
+    import ray
+
+    from convertkit.batch.executors import _auth_error, _is_auth_refusal
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "some-token")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    try:
+        try:
+            raise RuntimeError("status = StatusCode.UNAUTHENTICATED, InvalidAuthToken")
+        except RuntimeError as cause:
+            raise ConnectionError("GCS did not answer") from cause
+    except ConnectionError as refusal:
+        assert _is_auth_refusal(ray, refusal)
+        local, remote = _auth_error(ray, None, refusal), _auth_error(ray, "10.0.0.1:6379", refusal)
+    assert not _is_auth_refusal(ray, ConnectionError("connection refused"))
+    assert local.code == remote.code == "ray-auth"
+    assert str(local) == "the local Ray instance refused the authentication token from " \
+        "$RAY_AUTH_TOKEN"
+    assert str(remote).startswith("the Ray cluster at 10.0.0.1:6379 refused")
