@@ -198,6 +198,10 @@ class SourceRef:
                     hint="check the file's permissions",
                     code="source-unreadable",
                 ) from exc
+            if self.path.suffix.lower() == ".onnx":
+                from convertkit.ir.external_data import checked_external_files
+
+                checked_external_files(self.path)  # before anything follows a location
 
     def to_dict(self) -> dict:
         return {"text": self.text, "path": str(self.path) if self.path else None,

@@ -11,6 +11,7 @@ files into OUT) all follow a location as written, so a hostile model could name
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -27,9 +28,9 @@ from convertkit.errors import UsageError, first_line
 # setattr, so an unknown key is refused rather than passed on.
 KNOWN_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
 _DIGITS = re.compile(r"[0-9]{1,20}")
-_HINT = ("keep external data files in the model's folder (or a subfolder) and name them "
-         "by a relative location; re-save the model with onnx.save_model(..., "
-         "save_as_external_data=True) if it came with others")
+_HINT = ("an ONNX model's external data files belong in its folder (or a subfolder), "
+         "named by relative locations: re-save it with onnx.save_model(..., "
+         "save_as_external_data=True)")
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,21 @@ def checked_external_files(model_path: Path, model: onnx.ModelProto | None = Non
     UsageError (exit 2, code 'unsafe-external-data', 'bad-external-data' or
     'missing-external-data') naming the tensor and the location otherwise.
     Reads the model without its external data when model is None."""
-    if model is None:
-        model = _graph_only(model_path)
-    return check_external_data(model, model_path.parent, model_path=model_path)
+    tensors = _entries_of(model_path) if model is None else tuple(external_tensors(model))
+    return _check(tensors, model_path.parent, model_path)
 
 
-def check_external_data(model: onnx.ModelProto, folder: Path, *,
-                        model_path: Path | None = None) -> list[Path]:
+def check_external_data(model: onnx.ModelProto, folder: Path) -> list[Path]:
     """The resolved data files of ``model``, whose locations are relative to ``folder``,
     each checked as ``checked_external_files`` says. No file is opened."""
-    where = model_path or folder
+    return _check(tuple(external_tensors(model)), folder, folder)
+
+
+def _check(tensors: tuple[ExternalTensor, ...], folder: Path, where: Path) -> list[Path]:
     root = folder.resolve()
     files: list[Path] = []
     sizes: dict[Path, int] = {}
-    for tensor in external_tensors(model):
+    for tensor in tensors:
         if tensor.unknown_keys:
             raise _unsafe(where, tensor, "has unknown external data keys "
                           + ", ".join(_shown(key) for key in tensor.unknown_keys),
@@ -78,7 +80,7 @@ def check_external_data(model: onnx.ModelProto, folder: Path, *,
 def external_tensors(model: onnx.ModelProto) -> Iterator[ExternalTensor]:
     """Every tensor of the model stored outside it: initializers, sparse initializers,
     tensors in node attributes, in subgraphs and in local functions."""
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.external_data:
             continue
         entries: dict[str, str] = {}
@@ -166,12 +168,30 @@ def _file_kind(mode: int) -> str:
     return "special file"
 
 
+def _entries_of(path: Path) -> tuple[ExternalTensor, ...]:
+    """The external tensors of the model file at ``path``, read without their data. The
+    same file (by inode, size and time) is parsed once per process: ONNX Runtime sessions
+    open the hub model several times, and a model with inline weights takes a while to
+    parse (0.5 s for 400 MB). The data files themselves are checked afresh every time."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise UsageError(f"ONNX model not found: {path}", hint="pass an existing .onnx file",
+                         code="source-not-found") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{path} is not a regular file (a {_file_kind(info.st_mode)})",
+                         hint="pass an existing .onnx file", code="source-not-found")
+    return _parsed(str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: str, *identity: int) -> tuple[ExternalTensor, ...]:
+    return tuple(external_tensors(_graph_only(Path(path))))
+
+
 def _graph_only(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError as exc:
-        raise UsageError(f"ONNX model not found: {path}", hint="pass an existing .onnx file",
-                         code="source-not-found") from exc
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise UsageError(
             f"{path} is not a readable ONNX model (corrupt or truncated: {first_line(exc)})",
@@ -179,7 +199,8 @@ def _graph_only(path: Path) -> onnx.ModelProto:
             code="corrupt-onnx") from exc
 
 
-def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model holds, wherever it is stored."""
     yield from _graph_tensors(model.graph)
     for function in model.functions:
         yield from _node_tensors(function.node)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from convertkit.errors import UsageError, first_line
+from convertkit.ir.external_data import (
+    all_tensors,
+    check_external_data,
+    checked_external_files,
+    external_tensors,
+)
 
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
 # Headroom for the graph itself on top of the initializers.
@@ -18,24 +23,21 @@ EXTERNAL_DATA_THRESHOLD_BYTES = PROTOBUF_LIMIT_BYTES - 64 * 2**20
 
 
 def load_model(path: Path, *, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file, or raise a UsageError that says what is wrong with it."""
+    """Load an ONNX file, or raise a UsageError that says what is wrong with it.
+
+    Its external data locations are checked (confined to the model's folder, regular
+    files, byte ranges within them) before anything reads or copies them, with or
+    without ``load_external_data``: every later step trusts them."""
     if not path.is_file():
         raise UsageError(f"ONNX model not found: {path}", hint="pass an existing .onnx file",
                          code="source-not-found")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise UsageError(
             f"{path} is not a readable ONNX model (corrupt or truncated: {first_line(exc)})",
             hint="re-export the model, or check that the file was copied completely",
             code="corrupt-onnx",
-        ) from exc
-    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
-        # onnx 1.17 reports a missing external data file as a ValidationError.
-        raise UsageError(
-            f"{path}: external data file missing ({first_line(exc)})",
-            hint="keep the model's external data files beside it",
-            code="missing-external-data",
         ) from exc
     if not model.graph.node and not model.graph.output:
         raise UsageError(
@@ -43,6 +45,16 @@ def load_model(path: Path, *, load_external_data: bool = True) -> onnx.ModelProt
             hint="pass a .onnx file written by an exporter",
             code="corrupt-onnx",
         )
+    if checked_external_files(path, model) and load_external_data:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            # Checked above; this is a file that changed or vanished since.
+            raise UsageError(
+                f"{path}: cannot read its external data ({first_line(exc)})",
+                hint="keep the model's external data files beside it",
+                code="missing-external-data",
+            ) from exc
     return model
 
 
@@ -67,20 +79,13 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
 
 def stored_bytes(path: Path) -> int:
     """Bytes on disk of a model: the file and its external data files."""
-    model = onnx.load(str(path), load_external_data=False)
-    files = [path, *(path.parent / location for location in external_locations(model))]
-    return sum(p.stat().st_size for p in files if p.is_file())
+    files = [path, *checked_external_files(path)]
+    return sum(p.stat().st_size for p in files)
 
 
 def external_locations(model: onnx.ModelProto) -> list[str]:
     """The files, relative to the model, that hold its externally stored tensors."""
-    locations = []
-    for tensor in _all_tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location" and entry.value not in locations:
-                    locations.append(entry.value)
-    return locations
+    return list(dict.fromkeys(tensor.location for tensor in external_tensors(model)))
 
 
 def save_model(model: onnx.ModelProto, path: Path, *, external_from: Path | None = None,
@@ -99,8 +104,9 @@ def save_model(model: onnx.ModelProto, path: Path, *, external_from: Path | None
     if locations:
         if external_from is None:
             raise ValueError("a model loaded without external data needs external_from")
+        check_external_data(model, external_from)  # before a byte is copied
         renamed = {locations[0]: path.name + ".data"} if len(locations) == 1 else {}
-        for tensor in _all_tensors(model.graph):
+        for tensor in all_tensors(model):
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value in renamed:
                     entry.value = renamed[entry.value]
@@ -132,15 +138,3 @@ def _bring(source: Path, target: Path, link: bool) -> None:
         except OSError:
             pass  # another filesystem: copy
     shutil.copyfile(source, target)
-
-
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield attribute.t
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _all_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _all_tensors(subgraph)

@@ -10,6 +10,7 @@ import numpy as np
 
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, first_line
+from convertkit.ir.external_data import checked_external_files
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -39,6 +40,7 @@ def session_options(level: str = "ORT_DISABLE_ALL", threads: int = 0,
 def open_session(model_path: Path, options: onnxruntime.SessionOptions,
                  ) -> onnxruntime.InferenceSession:
     ort = import_onnxruntime()
+    checked_external_files(model_path)  # ONNX Runtime follows the locations as written
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
