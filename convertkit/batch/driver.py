@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from convertkit import __version__
-from convertkit.batch.cache import job_key, read_record, write_atomically
+from convertkit.batch.cache import job_inputs, job_key, read_record, write_atomically
 from convertkit.batch.classify import FailureClass, JobOutcome
 from convertkit.batch.executors import EXECUTORS, Work, run_local, run_on_ray
 from convertkit.batch.jobs import JOBS_DIR, JobContext, job_dir
 from convertkit.batch.manifest import JobSpec, Manifest, load_manifest
 from convertkit.batch.summary import BatchSummary, write_summary
 from convertkit.errors import UsageError
+from convertkit.input_files import InputFiles
+from convertkit.staging import check_not_protected
 
 STATE_FILE = "batch.json"
 LOCK_FILE = ".lock"
@@ -73,6 +75,9 @@ def run_batch(
                          hint="add --executor ray", code="usage")
     loaded = load_manifest(manifest)
     out_dir = Path(out).resolve()
+    inputs = {job.name: job_inputs(job.conversion, loaded.base_dir) for job in loaded.jobs}
+    check_not_protected(out_dir, [loaded.path, *(item for listed in inputs.values()
+                                                 for item in listed or ())])
     start = time.monotonic()
     with _open_out(out_dir, resume) as state:
         state.write({"state": "running", "manifest": str(loaded.path), "pid": os.getpid(),
@@ -82,7 +87,7 @@ def run_batch(
             threads = max(1, (os.cpu_count() or 1) // parallel)
         else:
             threads = 1  # a Ray task asks for one CPU per math thread
-        outcomes, work = _split_cached(loaded, out_dir, threads, use_cache)
+        outcomes, work = _split_cached(loaded, inputs, out_dir, threads, use_cache)
         tracker = _Tracker(len(loaded.jobs), progress)
         for outcome in outcomes.values():
             tracker.cached(outcome)
@@ -107,14 +112,18 @@ def run_batch(
     return summary
 
 
-def _split_cached(manifest: Manifest, out_dir: Path, threads: int,
+def _split_cached(manifest: Manifest, inputs: dict[str, list[InputFiles] | None],
+                  out_dir: Path, threads: int,
                   use_cache: bool) -> tuple[dict[str, JobOutcome], list[Work]]:
     """Outcomes taken from complete job folders with the same key, and the work left."""
     cached: dict[str, JobOutcome] = {}
     work: list[Work] = []
+    hashes: dict = {}
     for job in manifest.jobs:
-        key = job_key(job.conversion, manifest.base_dir).digest()
-        record = read_record(job_dir(out_dir, job.name), key) if use_cache else None
+        cache_key = job_key(job.conversion, manifest.base_dir, inputs[job.name], hashes)
+        key = cache_key.digest()
+        record = (read_record(job_dir(out_dir, job.name), key)
+                  if use_cache and cache_key.cacheable else None)
         outcome = _cached_outcome(record, job)
         if outcome is not None:
             cached[job.name] = outcome
