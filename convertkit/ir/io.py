@@ -99,12 +99,13 @@ def save_model(model: onnx.ModelProto, path: Path, *, external_from: Path | None
     is how models over 2 GB go through the hub. A model holding its weights goes to
     ``<name>.data`` when it would pass protobuf's 2 GB limit.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     locations = external_locations(model)
     if locations:
         if external_from is None:
             raise ValueError("a model loaded without external data needs external_from")
         check_external_data(model, external_from)  # before a byte is copied
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if locations:
         renamed = {locations[0]: path.name + ".data"} if len(locations) == 1 else {}
         for tensor in all_tensors(model):
             for entry in tensor.external_data:
