@@ -204,8 +204,10 @@ class ConvertOptions:
         "and the check feeds). Repeatable or comma-separated."))
     trust_code: bool = field(default=False, metadata=_flag(
         "--trust-code", parse=_switch, is_switch=True, source_specific=True,
-        help="Keras .keras/.h5: allow Python code in the file (Lambda layers) to be "
-        "deserialised. Only for files you trust."))
+        help="Let a model file run code it holds: Python code in Keras .keras/.h5 (Lambda "
+        "layers); pickled objects and code in PyTorch .pt2 and --weights .pt/.pth and in "
+        "Paddle --weights .pdparams (refused without it, exit 2). Only for files you "
+        "trust."))
     # -- what is built --------------------------------------------------------------------
     targets: tuple[TargetSpec, ...] = field(default=(), metadata=_flag(
         "-t", "--target", parse=_targets, metavar="TARGET", repeatable=True,

@@ -27,6 +27,7 @@ from convertkit.adapters import (
 )
 from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.python_source import model_from_python, source_mentions
+from convertkit.adapters.torch_archives import check_archive, check_sample_inputs
 from convertkit.dependencies import require
 from convertkit.errors import ConversionError, UsageError, first_line, listed
 from convertkit.spec import InputSpec, SourceRef
@@ -60,6 +61,8 @@ class _LoadedModel:
 
 class PyTorchAdapter(Adapter):
     name: ClassVar[str] = "pytorch"
+    # --trust-code: let torch.export.load (.pt2) and torch.load (--weights) unpickle.
+    options: ClassVar[frozenset[str]] = frozenset({"trust_code"})
 
     def detect(self, source: SourceRef) -> bool:
         if source.path is not None and source.path.suffix.lower() in (
@@ -99,10 +102,13 @@ def _import_torch():
 
 def _load(request: LowerRequest, torch) -> _LoadedModel:
     source = request.source
+    trust_code = request.options.trust_code
     if source.is_python_object:
         module = model_from_python(source, torch.nn.Module, "an nn.Module")
         if request.options.weights is not None:
-            _load_weights(module, request.options.weights, torch)
+            _load_weights(module, request.options.weights, torch, trust_code)
+        elif trust_code:
+            _refuse_trust_code(source.text)
         module.eval()
         return _LoadedModel(module, "module", _forward_parameters(module), [])
     assert source.path is not None
@@ -113,18 +119,30 @@ def _load(request: LowerRequest, torch) -> _LoadedModel:
             code="weights-not-applicable",
         )
     if source.path.suffix.lower() in EXPORTED_PROGRAM_SUFFIXES:
-        return _load_exported_program(source.path, torch)
+        return _load_exported_program(source.path, torch, trust_code)
+    if trust_code:
+        _refuse_trust_code(source.path.name)
     return _load_torchscript(source.path, torch)
 
 
-def _load_weights(module, path: Path, torch) -> None:
+def _refuse_trust_code(source: str) -> None:
+    raise UsageError(f"--trust-code does not apply to {source}",
+                     hint="drop --trust-code; for PyTorch it applies to .pt2 sources and "
+                     "--weights files",
+                     code="option-not-applicable")
+
+
+def _load_weights(module, path: Path, torch, trust_code: bool = False) -> None:
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        # Without --trust-code, torch's weights_only unpickler: tensors and plain
+        # containers only, nothing that can run code.
+        state = torch.load(str(path), map_location="cpu", weights_only=not trust_code)
     except Exception as exc:
         raise UsageError(
             f"cannot load --weights {path}: {first_line(exc)}",
             hint="pass a state_dict saved with torch.save(model.state_dict(), FILE); "
-            "files holding pickled objects beyond tensors are refused (weights_only=True)",
+            "files holding pickled objects beyond tensors are refused (weights_only=True) "
+            "unless you pass --trust-code, which you should only for files you trust",
             code="bad-weights",
         ) from exc
     for key in ("state_dict", "model_state_dict", "model"):
@@ -180,7 +198,12 @@ def _is_torch_save_archive(path: Path) -> bool:
         "/code/" in n for n in names)
 
 
-def _load_exported_program(path: Path, torch) -> _LoadedModel:
+def _load_exported_program(path: Path, torch, trust_code: bool = False) -> _LoadedModel:
+    if not trust_code:
+        # torch.export.load unpickles, evaluates and compiles what the archive holds:
+        # read it as data first, and refuse what would run code (exit 2).
+        check_archive(path)
+        check_sample_inputs(path, torch)
     try:
         program = torch.export.load(str(path))
     except Exception as exc:

@@ -45,12 +45,14 @@ from convertkit.adapters.paddle.model_files import (
 )
 from convertkit.adapters.python_source import source_mentions
 from convertkit.dependencies import require
+from convertkit.errors import UsageError
 from convertkit.spec import SourceRef
 
 
 class PaddleAdapter(Adapter):
     name: ClassVar[str] = "paddle"
-    options: ClassVar[frozenset[str]] = frozenset()  # none of the TensorFlow-only options
+    # --trust-code: let paddle.load unpickle --weights in full.
+    options: ClassVar[frozenset[str]] = frozenset({"trust_code"})
 
     def detect(self, source: SourceRef) -> bool:
         if source.is_python_object:
@@ -70,6 +72,10 @@ class PaddleAdapter(Adapter):
         return False
 
     def lower(self, request: LowerRequest) -> Lowered:
+        if request.options.trust_code and request.options.weights is None:
+            raise UsageError("--trust-code does not apply to Paddle sources without --weights",
+                             hint="drop --trust-code; for Paddle it lets paddle.load read "
+                             "--weights FILE.pdparams", code="option-not-applicable")
         paddle = require("paddle", name="PaddlePaddle", extra="paddle")
         lower_source = lower_layer if request.source.is_python_object else lower_inference_model
         with tempfile.TemporaryDirectory(prefix="convertkit-paddle-") as scratch:

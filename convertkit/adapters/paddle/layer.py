@@ -19,6 +19,7 @@ from convertkit.adapters.paddle.model_files import PARAMS_SUFFIX, PIR_SUFFIX, In
 from convertkit.adapters.paddle.pir_program import read_pir_program
 from convertkit.adapters.paddle.program import TensorDecl, input_specs_from, user_frame
 from convertkit.adapters.paddle.reasons import error_reason
+from convertkit.adapters.paddle.safe_pickle import load_state_dict
 from convertkit.adapters.python_source import model_from_python
 from convertkit.errors import ConversionError, UsageError, first_line, listed
 from convertkit.spec import InputSpec
@@ -27,7 +28,7 @@ from convertkit.spec import InputSpec
 def lower_layer(request: LowerRequest, paddle, scratch: Path) -> Exported:
     layer = model_from_python(request.source, paddle.nn.Layer, "a paddle.nn.Layer")
     if request.options.weights is not None:
-        _load_weights(layer, request.options.weights, paddle)
+        _load_weights(layer, request.options.weights, paddle, request.options.trust_code)
     layer.eval()
     parameters, flexible = _forward_parameters(layer)
     specs = _layer_specs(layer, request, parameters, flexible)
@@ -53,14 +54,17 @@ def lower_layer(request: LowerRequest, paddle, scratch: Path) -> Exported:
                     tuple(notes))
 
 
-def _load_weights(layer, path: Path, paddle) -> None:
-    try:
-        state = paddle.load(str(path))
-    except Exception as exc:
-        raise UsageError(
-            f"cannot load --weights {path}: {first_line(exc, limit=240)}",
-            hint="pass a state_dict saved with paddle.save(layer.state_dict(), 'FILE.pdparams')",
-            code="bad-weights") from exc
+def _load_weights(layer, path: Path, paddle, trust_code: bool = False) -> None:
+    if trust_code:
+        try:
+            state = paddle.load(str(path))  # pickle: runs what the file names
+        except Exception as exc:
+            raise UsageError(
+                f"cannot load --weights {path}: {first_line(exc, limit=240)}",
+                hint="pass a state_dict saved with paddle.save(layer.state_dict(), "
+                "'FILE.pdparams')", code="bad-weights") from exc
+    else:
+        state = load_state_dict(path)  # arrays only; anything else is refused, exit 2
     if isinstance(state, dict):  # the name table older Paddle versions saved alongside
         state = {k: v for k, v in state.items() if k != "StructuredToParameterName@@"}
     if not isinstance(state, dict) or not state:

@@ -8,8 +8,6 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from convertkit.adapters.paddle.model_files import PARAMS_SUFFIX, InferenceModel
 from convertkit.adapters.paddle.program import VARTYPE_DTYPES, ProgramInfo, TensorDecl
 from convertkit.errors import UsageError, first_line
@@ -19,29 +17,61 @@ _DTYPE_SIZES = {"bool": 1, "int16": 2, "int32": 4, "int64": 8, "float16": 2, "fl
                 "complex128": 16}
 
 
+# A tensor's header: version (uint32), LoD level count (uint64), tensor version (uint32),
+# TensorDesc length (int32). Paddle reads version 0 only.
+_HEADER_BYTES = 4 + 8 + 4 + 4
+_DESC_LIMIT_BYTES = 1 << 20
+_RANK_LIMIT = 64  # Paddle's own limit is 9
+
+
 def read_params_file(path: Path) -> list[TensorDecl]:
     """The dims and element types of the tensors in a ``.pdiparams`` file, in file order,
-    read from their headers only (the data is skipped). The file stores no names."""
+    read from their headers only (the data is skipped). The file stores no names.
+
+    The file is untrusted: every count, length and dim is checked against the bytes left
+    in the file before it is used, so each tensor moves the reader forward and the reading
+    ends (a UsageError, exit 2, for anything that does not fit)."""
     tensors: list[TensorDecl] = []
     try:
         with path.open("rb") as handle:
             size = path.stat().st_size
             while handle.tell() < size:
-                _unpack(handle, "<I")  # version
-                for _ in range(_unpack(handle, "<Q")):  # LoD levels
-                    handle.seek(_unpack(handle, "<Q"), 1)
-                _unpack(handle, "<I")  # tensor version
+                start = handle.tell()
+                where = f"tensor #{len(tensors)} (byte {start})"
+                if size - start < _HEADER_BYTES:
+                    raise ValueError(f"the file ends inside the header of {where}")
+                if _unpack(handle, "<I") != 0:
+                    raise ValueError(f"{where} has an unknown version")
+                levels = _unpack(handle, "<Q")
+                if levels > (size - handle.tell()) // 8:
+                    raise ValueError(f"{where} claims {levels} LoD levels, more than the "
+                                     "file holds")
+                for _ in range(levels):
+                    level_bytes = _unpack(handle, "<Q")
+                    if level_bytes > size - handle.tell():
+                        raise ValueError(f"a LoD level of {where} claims {level_bytes} bytes, "
+                                         "more than the file holds")
+                    handle.seek(level_bytes, 1)
+                if _unpack(handle, "<I") != 0:
+                    raise ValueError(f"{where} has an unknown tensor version")
                 length = _unpack(handle, "<i")
-                if not 0 < length < 1 << 20:
-                    raise ValueError(f"bad tensor header at byte {handle.tell()}")
+                if not 0 < length <= min(size - handle.tell(), _DESC_LIMIT_BYTES):
+                    raise ValueError(f"{where} has a description of {length} bytes")
                 code, dims = _tensor_desc(handle.read(length))
                 dtype = VARTYPE_DTYPES.get(code)
-                if dtype is None:
-                    raise ValueError(f"unknown element type {code}")
-                count = int(np.prod(dims, dtype=np.int64)) if dims else 1
-                handle.seek(count * _DTYPE_SIZES[dtype], 1)
-                if handle.tell() > size:
-                    raise ValueError("the file ends inside a tensor")
+                if dtype not in _DTYPE_SIZES:
+                    raise ValueError(f"{where} has an unknown element type {code}")
+                if len(dims) > _RANK_LIMIT or any(d < 0 for d in dims):
+                    raise ValueError(f"{where} has dims {_dims_text(dims)}")
+                data_bytes = _DTYPE_SIZES[dtype]
+                for dim in dims:  # Python ints: no overflow; stop once past the file
+                    data_bytes *= dim
+                    if data_bytes > size:
+                        break
+                if data_bytes > size - handle.tell():
+                    raise ValueError(f"{where} ({dtype}{_dims_text(dims)}) needs more bytes "
+                                     f"than the file has left ({size - handle.tell()})")
+                handle.seek(data_bytes, 1)
                 tensors.append(TensorDecl(f"#{len(tensors)}", tuple(dims), dtype))
     except (OSError, ValueError, struct.error) as exc:
         raise UsageError(
@@ -49,6 +79,11 @@ def read_params_file(path: Path) -> list[TensorDecl]:
             hint="pass the .pdiparams written together with the model file",
             code="bad-paddle-params") from exc
     return tensors
+
+
+def _dims_text(dims: Sequence[int]) -> str:
+    text = "[" + ", ".join(str(d) for d in dims[:8]) + (", ...]" if len(dims) > 8 else "]")
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _unpack(handle, layout: str) -> int:
@@ -70,22 +105,28 @@ def _tensor_desc(data: bytes) -> tuple[int, list[int]]:
             if field == 1:
                 code = value
             elif field == 2:
-                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+                dims.append(_signed(value))
         elif wire == 2:  # packed dims
             length, index = _varint(data, index)
             end = index + length
+            if end > len(data):
+                raise ValueError("truncated tensor header")
             while index < end:
                 value, index = _varint(data, index)
                 if field == 2:
-                    dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+                    dims.append(_signed(value))
         else:
             raise ValueError(f"unexpected protobuf wire type {wire}")
     return code, dims
 
 
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def _varint(data: bytes, index: int) -> tuple[int, int]:
     value = shift = 0
-    while True:
+    while shift < 64:
         if index >= len(data):
             raise ValueError("truncated tensor header")
         byte = data[index]
@@ -93,7 +134,8 @@ def _varint(data: bytes, index: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return value, index
+            return value & ((1 << 64) - 1), index
+    raise ValueError("a varint in a tensor header is longer than 10 bytes")
 
 
 def check_params(model: InferenceModel, program: ProgramInfo) -> None:
@@ -108,8 +150,11 @@ def check_params(model: InferenceModel, program: ProgramInfo) -> None:
                 f"{model.model_path.name}, in {model.model_path.parent}",
                 code="params-missing")
         return
+    # Read (and so bounds-check) the file before Paddle does, even when the program's
+    # parameter shapes are unknown and there is nothing to compare.
+    stored = read_params_file(model.params_path)
     if program.has_parameter_shapes:
-        check_params_belong(model, program.parameters, read_params_file(model.params_path))
+        check_params_belong(model, program.parameters, stored)
 
 
 def check_params_belong(model: InferenceModel, declared: Sequence[TensorDecl],
