@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from convertkit.sample_files import save_npz
 from convertkit.spec import InputSpec
 
 DEFAULT_SEED = 0
@@ -106,8 +107,10 @@ def cast_feeds(feeds: Mapping[str, np.ndarray],
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """One .npz of ``arrays`` under their names (any names: see sample_files.save_npz)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    with path.open("wb") as handle:
+        save_npz(handle, arrays)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ differs between the models stays different in the repro.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from convertkit.checker.inputs import save_arrays
 from convertkit.checker.localize import DivergingNode, Repro, measure, topological_order
 from convertkit.errors import ConvertkitError, first_line
 from convertkit.ir.io import load_model
+from convertkit.safe_text import printable, shell_quote
 
 COMMAND_FILE = "command.sh"
 REFERENCE_FILE = "reference.onnx"
@@ -70,12 +70,14 @@ def write_repro(folder: Path, shown_as: Path, reference_model: Path, candidate_m
              f"{tolerance}")
     (folder / COMMAND_FILE).write_text(
         "#!/bin/sh\n"
-        f"# The mismatch at {node.op_type} '{node.name}' on its own: exits 1.\n"
+        # The names come from the model: escaped, so that none can end the comment.
+        f"# The mismatch at {printable(node.op_type)} '{printable(node.name)}' on its own: "
+        "exits 1.\n"
         f'cd "$(dirname "$0")" && exec {local}\n')
     (folder / COMMAND_FILE).chmod(0o755)
-    command = (f"convertkit check {shlex.quote(str(shown_as / REFERENCE_FILE))} "
-               f"{shlex.quote(str(shown_as / candidate_file))} "
-               f"--data {shlex.quote(str(shown_as / INPUTS_FILE))} {tolerance}")
+    command = (f"convertkit check {shell_quote(str(shown_as / REFERENCE_FILE))} "
+               f"{shell_quote(str(shown_as / candidate_file))} "
+               f"--data {shell_quote(str(shown_as / INPUTS_FILE))} {tolerance}")
     reproduced, note = _verify(folder, candidate_file, outputs, budget)
     return Repro(str(shown_as), command, tuple(cut), tuple(outputs), reproduced, note)
 

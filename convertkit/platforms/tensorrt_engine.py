@@ -26,6 +26,7 @@ import numpy as np
 
 from convertkit.errors import ConversionError
 from convertkit.platforms import Runner
+from convertkit.safe_text import shell_quote
 
 TRTEXEC_SCRIPT = "trtexec.sh"
 
@@ -119,7 +120,8 @@ def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None) -> Pat
         + target +
         "set -e\n"
         'cd "$(dirname "$0")"\n'
-        f"trtexec --onnx={model_path.name} --saveEngine=model.engine --stronglyTyped \"$@\"\n")
+        f"trtexec {shell_quote(f'--onnx={model_path.name}')} --saveEngine=model.engine "
+        "--stronglyTyped \"$@\"\n", encoding="utf-8")
     script.chmod(0o755)
     return script
 

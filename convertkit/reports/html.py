@@ -7,9 +7,11 @@ It is rendered from the report's JSON form, so it always shows what report.json 
 
 from __future__ import annotations
 
+import html
 import math
-from html import escape
 from typing import Any
+
+from convertkit.safe_text import printable
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
@@ -27,6 +29,12 @@ padding:1px 4px} pre{padding:8px;overflow-x:auto;white-space:pre-wrap}
 figure{margin:0} figcaption{font-size:12px;color:#5f6b76}
 svg text{font:11px system-ui,Helvetica,Arial,sans-serif;fill:#3c4650}
 """
+
+
+def escape(text: str) -> str:
+    """``text`` for the page: HTML-escaped, with the control and bidi characters a name
+    from the model may hold shown as escapes (safe_text.printable)."""
+    return html.escape(printable(text))
 
 
 def render_html(report: dict[str, Any]) -> str:

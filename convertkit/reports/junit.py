@@ -11,6 +11,10 @@
         </testcase>
 
 A pass has no child element. ``built`` and ``prepared`` are skipped, never passed.
+
+Names in the texts come from the model, and XML 1.0 cannot carry most control characters
+even as character references: every attribute and text is ``printable`` (safe_text)
+before it is written, so the file parses whatever the names hold.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import socket
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
+
+from convertkit.safe_text import printable, printable_lines
 
 
 def render_junit(report: dict[str, Any]) -> str:
@@ -54,8 +60,19 @@ def render_junit(report: dict[str, Any]) -> str:
         if value is not None:
             ET.SubElement(properties, "property", name=name, value=str(value))
     suite.extend(cases)
+    _make_printable(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _make_printable(root: ET.Element) -> None:
+    """Escape, in every attribute and text under ``root``, what XML 1.0 cannot hold and
+    what a CI page should not show raw (ESC sequences, bidi overrides)."""
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, printable(value))
+        if element.text:
+            element.text = printable_lines(element.text)
 
 
 def _artifact_case(artifact: dict[str, Any], classname: str) -> ET.Element:

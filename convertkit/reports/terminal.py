@@ -1,10 +1,14 @@
 """The terminal view of a report: a table with one row per artifact output, then a few
 lines per artifact that needs them (the `-t cpu` candidates, task accuracy, where a failed
-one diverges first, the toolkit's worst layers), and what the check rested on."""
+one diverges first, the toolkit's worst layers), and what the check rested on.
+
+Names in them come from the model: every cell and line is ``printable`` (safe_text), so
+no newline, ESC sequence or bidi override in a name reaches the terminal."""
 
 from __future__ import annotations
 
 from convertkit.reports.record import ArtifactResult, Report
+from convertkit.safe_text import printable
 from convertkit.selection import NOT_EVIDENCE_HINT
 from convertkit.spec import Status
 
@@ -28,6 +32,7 @@ def format_table(report: Report) -> str:
             rows.append((*lead, metric.name + ("" if metric.within_budget else "  <-- over budget"),
                          _number(metric.max_abs), _number(metric.max_rel),
                          _number(metric.cosine, ".6f")))
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
@@ -67,7 +72,7 @@ def format_findings(report: Report) -> list[str]:
         if repro is not None:
             label = "repro" if repro.reproduced else "repro (does not reproduce on its own)"
             lines.append(f"  {label}: {repro.command}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _evidence_lines(report: Report) -> list[str]:

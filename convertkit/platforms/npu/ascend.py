@@ -12,7 +12,6 @@ artifact, status `built` (nothing here can run it).
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,6 +33,7 @@ from convertkit.platforms import (
     build_precision,
 )
 from convertkit.platforms.npu import TABLES
+from convertkit.safe_text import shell_join
 from convertkit.spec import Family, Precision, TargetSpec
 
 CANN_VERSION = "8.0.0"
@@ -113,7 +113,7 @@ class AscendPlatform(Platform):
         command = atc_command(model, model_path.name, soc, precision)
         script = write_atc_script(out_dir, command, soc)
         files.append(script)
-        notes.append(f"atc command ({script.name}): {shlex.join(command)}")
+        notes.append(f"atc command ({script.name}): {shell_join(command)}")
         atc = shutil.which("atc")
         if atc is None:
             notes.append(f"ATC (Huawei CANN) is not installed here: run {script.name} where "
@@ -152,7 +152,8 @@ def atc_command(model: onnx.ModelProto, model_name: str, soc: str,
 
 
 def write_atc_script(out_dir: Path, command: list[str], soc: str) -> Path:
-    """atc.sh: the command that builds model.om from the ONNX model beside it."""
+    """atc.sh: the command that builds model.om from the ONNX model beside it. Each
+    word is quoted: --input_shape holds the model's input names."""
     script = out_dir / ATC_SCRIPT
     script.write_text(
         "#!/bin/sh\n"
@@ -162,7 +163,7 @@ def write_atc_script(out_dir: Path, command: list[str], soc: str) -> Path:
         "# Extra atc options given to this script are passed on.\n"
         "set -e\n"
         'cd "$(dirname "$0")"\n'
-        f"{shlex.join(command)} \"$@\"\n")
+        f"{shell_join(command)} \"$@\"\n", encoding="utf-8")
     script.chmod(0o755)
     return script
 

@@ -116,7 +116,7 @@ def write_compile_script(out_dir: Path) -> Path:
         f"# Measure it there: {BENCHMARK_COMMAND}\n"
         "set -e\n"
         'cd "$(dirname "$0")"\n'
-        f"\"${{PYTHON:-python3}}\" -c '{COMPILE_PYTHON}' \"${{1:-NPU}}\"\n")
+        f"\"${{PYTHON:-python3}}\" -c '{COMPILE_PYTHON}' \"${{1:-NPU}}\"\n", encoding="utf-8")
     script.chmod(0o755)
     return script
 
