@@ -44,7 +44,9 @@ from convertkit.errors import ConversionError, MissingDependencyError, UsageErro
 TOOLCHAIN_GROUP = "convertkit.toolchains"
 MARKER = "convertkit-toolchain.json"  # written last: its presence means the install finished
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_NO_DEPS_LINE = re.compile(r"^#\s*no-deps:\s*(\S+)\s*$", re.MULTILINE)
+# Only the files the lock names, only wheels, and only the packages it lists: the lock is
+# complete (convertkit.toolchain_lock resolved it), so pip resolves nothing further.
+PIP_INSTALL_LOCK = ("--require-hashes", "--only-binary", ":all:", "--no-deps")
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ class Toolchain:
 
     name: str
     description: str
-    # Pinned requirements file kept in the package. A line `# no-deps: NAME==VERSION` is
-    # installed after the rest with pip --no-deps (a wheel whose declared pins are wrong).
+    # The lock kept in the package: every package pinned with the sha256 of its wheels,
+    # written by `python -m convertkit.toolchain_lock NAME` from NAME.in beside it.
     requirements: Path
     probe: tuple[str, ...]  # modules imported to prove the environment works
     packages: tuple[str, ...]  # distributions whose versions `toolchains list` shows
@@ -225,7 +227,7 @@ def install(name: str, *, python: str | None = None, force: bool = False,
         status = toolchain_status(name)
         if status.state == "installed" and not force:
             return status, False
-        interpreter = _find_python(toolchain, python)
+        interpreter = find_python(toolchain, python)
         root = base / name
         log_path = base / f"{name}-install.log"
         if root.exists():
@@ -239,15 +241,8 @@ def install(name: str, *, python: str | None = None, force: bool = False,
                 _run([interpreter, "-m", "venv", str(root)], log, "creating the environment")
                 env_python = str(root / "bin" / "python")
                 progress(f"installing {toolchain.requirements.name}")
-                pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check",
-                       "--no-input"]
-                _run([*pip, "-r", str(toolchain.requirements)], log, "pip install")
-                changes = []
-                for requirement in _NO_DEPS_LINE.findall(toolchain.requirements.read_text()):
-                    _run([*pip, "--no-deps", requirement], log,
-                         f"pip install --no-deps {requirement}")
-                    changes.append(f"pip install --no-deps {requirement}")
-                changes += toolchain.fixes(root) if toolchain.fixes else []
+                _install_lock(env_python, toolchain, log)
+                changes = toolchain.fixes(root) if toolchain.fixes else []
                 for change in changes:
                     progress(f"fix: {change}")
                     log.write(f"fix: {change}\n")
@@ -274,7 +269,7 @@ def remove(name: str) -> bool:
     return True
 
 
-def _find_python(toolchain: Toolchain, given: str | None) -> str:
+def find_python(toolchain: Toolchain, given: str | None) -> str:
     """The interpreter to build the environment with: ``given``, else one of the version
     the toolchain needs found on PATH or under pyenv, else the running one."""
     wanted = toolchain.python
@@ -312,6 +307,46 @@ def _python_version(python: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _install_lock(python: str, toolchain: Toolchain, log) -> None:
+    """pip install the toolchain's lock; a downloaded file whose sha256 the lock does not
+    name is refused, and the error says which package, from where."""
+    lock = toolchain.requirements
+    command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               *PIP_INSTALL_LOCK, "-r", str(lock)]
+    try:
+        _run(command, log, "pip install")
+    except MissingDependencyError:
+        mismatch = _hash_mismatch(Path(log.name).read_text(errors="replace"))
+        if mismatch is None:
+            raise
+        requirement, url, got = mismatch
+        raise MissingDependencyError(
+            f"pip refused {requirement}: the file it downloaded ({url}) has sha256 {got}, "
+            f"which {lock.name} does not list",
+            hint="the index pip used (see `pip config list`) serves another file than the "
+            "one the lock was made from; once that file is trusted, regenerate the lock "
+            f"with `python -m convertkit.toolchain_lock {toolchain.name}`. The full output "
+            f"is in {log.name}", code="toolchain-hash-mismatch") from None
+
+
+_MISMATCH_FILE = re.compile(r"^\s+(\S+==\S+) from (\S+)")
+_MISMATCH_GOT = re.compile(r"^\s+Got\s+([0-9a-f]{64})")
+
+
+def _hash_mismatch(output: str) -> tuple[str, str, str] | None:
+    """(requirement, url, sha256 found) of the first file pip refused for its hash."""
+    _, marker, after = output.partition("DO NOT MATCH THE HASHES")
+    if not marker:
+        return None
+    requirement = url = ""
+    for line in after.splitlines():
+        if (match := _MISMATCH_FILE.match(line)) and not requirement:
+            requirement, url = match.group(1), match.group(2).split("#", 1)[0]
+        elif (match := _MISMATCH_GOT.match(line)) and requirement:
+            return requirement, url, match.group(1)
+    return None
 
 
 def _run(command: list[str], log, what: str) -> None:
