@@ -13,13 +13,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.integration.batch.manifests import (
-    BAD,
     EXPECTED,
     LIGHT_MODELS,
     ROOT,
     good_and_bad_manifest,
     statuses,
 )
+from tests.models.batch_models import gate, release, wait_until_started
 
 
 def _summary(out: Path) -> dict:
@@ -38,6 +38,17 @@ def _processes_in(folder: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _no_process_left_in(folder: Path, limit_s: float = 60) -> bool:
+    """Whether every process working in ``folder`` ends (a killed job's process group is
+    gone once the kernel has delivered its signals), waiting at most ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while _processes_in(folder):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _assert_whole_job_folders(out: Path) -> None:
@@ -112,6 +123,7 @@ models:
 
 
 def test_kill_9_then_resume_finishes_only_what_is_missing(cli, tmp_path: Path) -> None:
+    gated = gate(tmp_path)  # slow1 and slow2 wait until the test releases them
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(f"""\
 defaults:
@@ -119,28 +131,25 @@ defaults:
 models:
   - {{name: first, source: {LIGHT_MODELS}/light_squeezenet.onnx, inputs: []}}
   - {{name: second, source: {LIGHT_MODELS}/light_shufflenet.onnx, inputs: []}}
-  - {{name: slow1, source: "{BAD}:slow"}}
-  - {{name: slow2, source: "{BAD}:slow"}}
+  - {{name: slow1, source: "{gated}"}}
+  - {{name: slow2, source: "{gated}"}}
 """)
     out = tmp_path / "out"
     batch = subprocess.Popen(
         [sys.executable, "-m", "convertkit", "batch", str(manifest), "-j", "1", "-o", str(out)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    deadline = time.monotonic() + 120
-    while not (out / "logs/slow1.log").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.5)  # slow1 is converting now
+    wait_until_started(tmp_path, lambda: batch.poll() is None)  # slow1 is converting now
     batch.send_signal(signal.SIGKILL)
     batch.wait()
     complete = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("jobs/*/job.json")}
-    time.sleep(0.5)
 
-    assert _processes_in(tmp_path) == []  # the running job died with the batch
+    assert _no_process_left_in(tmp_path)  # the running job died with the batch
     assert {"first", "second"} <= complete.keys() and "slow2" not in complete
     refused = cli("batch", str(manifest), "-j", "1", out=out)
     assert refused.exit_code == 2
     assert "interrupted" in refused.stderr and "--resume" in refused.stderr
+    release(tmp_path)
 
     resumed = cli("batch", str(manifest), "-j", "1", "--resume", out=out)
 
@@ -182,16 +191,14 @@ def test_an_output_folder_that_is_not_a_batchs_is_refused(cli, tmp_path: Path) -
 
 def test_ctrl_c_stops_the_running_job_without_recording_it(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.yaml"
-    manifest.write_text(f"models:\n  - {{name: slow, source: '{BAD}:slow', inputs: [x:2x4]}}\n")
+    manifest.write_text(f"models:\n  - {{name: slow, source: '{gate(tmp_path)}', "
+                        "inputs: [x:2x4]}\n")
     out = tmp_path / "out"
     batch = subprocess.Popen(
         [sys.executable, "-m", "convertkit", "batch", str(manifest), "-o", str(out)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    deadline = time.monotonic() + 60
-    while not (out / "logs/slow.log").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
+    wait_until_started(tmp_path, lambda: batch.poll() is None)  # never released: it waits
 
     batch.send_signal(signal.SIGINT)
     _, stderr = batch.communicate(timeout=60)
@@ -199,7 +206,7 @@ def test_ctrl_c_stops_the_running_job_without_recording_it(tmp_path: Path) -> No
     assert batch.returncode == 130, stderr
     assert not (out / "jobs/slow").exists()  # no outcome, no record: --resume redoes it
     assert json.loads((out / "batch.json").read_text())["state"] == "running"
-    assert _processes_in(tmp_path) == []
+    assert _no_process_left_in(tmp_path)
 
 
 def test_a_manifest_takes_every_convert_option(cli, tmp_path: Path) -> None:
