@@ -101,7 +101,7 @@ def _confined(root: Path, where: Path, tensor: ExternalTensor) -> Path:
     # Both separators: a model written on Windows names its files with backslashes.
     parts = PurePosixPath(location.replace("\\", "/")).parts
     if (os.path.isabs(location) or location.startswith(("/", "\\"))
-            or re.match(r"[A-Za-z]:", location) or ".." in parts):
+            or re.match(r"[A-Za-z]:[\\/]", location) or ".." in parts):
         raise _unsafe(where, tensor, "lies outside the model's folder")
     try:
         # strict=False: a missing file is reported below, as missing.

@@ -53,7 +53,7 @@ def _refusal(path: Path) -> UsageError:
 
 
 @pytest.mark.parametrize("location", ["../w.bin", "a/../../w.bin", "..\\w.bin", "/tmp/w.bin",
-                                      "\\\\server\\share\\w.bin", "C:/w.bin", "c:w.bin"])
+                                      "\\\\server\\share\\w.bin", "C:/w.bin", "C:\\\\w.bin"])
 def test_every_spelling_of_a_location_outside_the_folder_is_refused(tmp_path, location):
     path = _saved(tmp_path / "m", _model([_external("W", location)]))
 
