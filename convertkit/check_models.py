@@ -56,8 +56,10 @@ from convertkit.checker.samples import (
 )
 from convertkit.checker.verdict import Evidence, judge
 from convertkit.errors import ConvertkitError, UsageError
+from convertkit.ir.external_data import checked_external_files
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
+from convertkit.isolation import run_limits
 from convertkit.options import ConvertOptions, options_from, parse_precision
 from convertkit.platforms import Artifact, Runner
 from convertkit.platforms.ort_runner import OrtRunner
@@ -72,7 +74,7 @@ from convertkit.spec import (
     TargetSpec,
     existing_file,
 )
-from convertkit.staging import check_output_folder, relocate, staged_folder
+from convertkit.staging import check_output_folder, protected_inputs, relocate, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ def identify(text: str | Path) -> ModelRef:
     if path.is_dir() and (path / REPORT_FILE).is_file():
         return ModelRef(text, "folder", path)
     if path.is_file() and path.suffix.lower() == ".onnx":
+        checked_external_files(path)  # before ONNX Runtime or a copy follows a location
         return ModelRef(text, "onnx", path)
     if path.suffix.lower() == ".xml" and path.is_file():
         if not path.with_suffix(".bin").is_file():
@@ -163,7 +166,7 @@ def check_models(
     """
     options = options_from(options, values, command="check")
     side_a, side_b = identify(reference), identify(candidate)
-    data_path = existing_file(options.data, "--data", folder_too=True)
+    existing_file(options.data, "--data", folder_too=True)
     existing_file(options.labels, "--labels")
     for path, option in ((options.data, "--data"), (options.labels, "--labels")):
         check_readable(path, option)
@@ -173,13 +176,13 @@ def check_models(
     formats = options.report_formats
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        check_output_folder(out_path, force, [side_a.path, side_b.path, data_path,
-                                              options.weights])
+        check_output_folder(out_path, force, protected_inputs(
+            [side.source or side.path for side in (side_a, side_b)], options))
     for side in (side_a, side_b):
         if side.kind == "source":
             _framework_of(side, options)  # an undetectable source fails before any work
 
-    with _workspace(out_path) as work:
+    with run_limits(options.timeout, options.memory_mb), _workspace(out_path, force) as work:
         check_record: dict[str, Any] = {
             "rule": CHECK_RULE, "budgets": budget_table_dict(table),
             "budget_file": str(budget_file) if budget_file is not None else None,
@@ -572,9 +575,9 @@ def _lower(side: ModelRef, role: str, work: Path, options: ConvertOptions, echo:
 # --- small helpers ----------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _workspace(out: Path | None) -> Iterator[Path]:
+def _workspace(out: Path | None, force: bool) -> Iterator[Path]:
     if out is not None:
-        with staged_folder(out) as staging:
+        with staged_folder(out, replace=force) as staging:
             yield staging
         return
     with tempfile.TemporaryDirectory(prefix="convertkit-check-") as scratch:

@@ -21,6 +21,7 @@ from convertkit import __version__
 from convertkit.config import is_debug
 from convertkit.errors import ConvertkitError, InternalError, UsageError
 from convertkit.options import option_fields
+from convertkit.safe_text import printable
 
 if TYPE_CHECKING:
     from convertkit.reports.record import Report
@@ -130,7 +131,7 @@ def check(reference: str, candidate: str, out: str | None, force: bool, debug: b
 
 
 def _progress(message: str) -> None:
-    click.echo(f"... {message}", err=True)
+    click.echo(f"... {printable(message)}", err=True)
 
 
 @cli.command()
@@ -317,9 +318,10 @@ def _render_and_exit(report: Report, where: str) -> None:
 
 
 def _print_error(message: str, hint: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    """One `error:` line and one `hint:` line; names from a model in them are escaped."""
+    click.echo(f"error: {printable(message)}", err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(f"hint: {printable(hint)}", err=True)
 
 
 class _LowercaseLevelFormatter(logging.Formatter):
@@ -327,6 +329,9 @@ class _LowercaseLevelFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.levelname = record.levelname.lower()
+        # The message may quote names from a model: one line, escaped (a traceback under
+        # --debug keeps its lines).
+        record.msg, record.args = printable(record.getMessage()), None
         return super().format(record)
 
 
@@ -369,6 +374,8 @@ def _write_crash_log() -> Path:
     folder = out / "logs" if out is not None and out.is_dir() else None
     text = f"$ convertkit {' '.join(sys.argv[1:])}\nconvertkit {__version__}\n\n"
     text += traceback.format_exc()
+    if child_traceback := getattr(sys.exc_info()[1], "child_traceback", ""):
+        text += f"\nin the child process that ran the step:\n{child_traceback}"
     if folder is not None:
         try:
             folder.mkdir(exist_ok=True)

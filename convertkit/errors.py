@@ -67,8 +67,10 @@ class InternalError(ConvertkitError):
 
     @staticmethod
     def from_exception(exc: BaseException, log_path: str) -> InternalError:
+        # An exception from a child process (isolation.ChildBug) names the original type.
+        type_name = getattr(exc, "type_name", type(exc).__name__)
         return InternalError(
-            f"convertkit failed unexpectedly: {type(exc).__name__}: {first_line(exc)}",
+            f"convertkit failed unexpectedly: {type_name}: {first_line(exc)}",
             hint=f"this is a bug in convertkit; the traceback is in {log_path} "
                  "(please report it with that file)")
 

@@ -121,10 +121,10 @@ def companion_files(path: Path) -> list[InputFiles]:
 
 def module_code(module: str, cwd: Path) -> list[InputFiles]:
     """The code a ``package.module:NAME`` source imports, by the documented rule (the
-    working folder first, then the installed packages), found without importing it: every
+    installed packages first, then the working folder), found without importing it: every
     .py file of the top-level package, or the module's file."""
     top = module.partition(".")[0]
-    search = [str(cwd), *(entry for entry in sys.path if entry and entry != str(cwd))]
+    search = [*(entry for entry in sys.path if entry and entry != str(cwd)), str(cwd)]
     try:
         spec = PathFinder.find_spec(top, search)
     except (ImportError, OSError, ValueError):

@@ -10,8 +10,10 @@ from typing import Any
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.preflight import Preflight, Verdict
+from convertkit.isolation import run_limits
 from convertkit.options import ConvertOptions, options_from
 from convertkit.platforms import plan_target
+from convertkit.safe_text import printable
 from convertkit.spec import SourceRef, TargetSpec, existing_file
 
 
@@ -69,7 +71,8 @@ def inspect_model(
     existing_file(options.data, "--data", folder_too=True)
     existing_file(options.weights, "--weights")
     framework = options.framework or detect_framework(source_ref)
-    with tempfile.TemporaryDirectory(prefix="convertkit-inspect-") as scratch:
+    with run_limits(options.timeout, options.memory_mb), \
+            tempfile.TemporaryDirectory(prefix="convertkit-inspect-") as scratch:
         if framework == "onnx":
             assert source_ref.path is not None
             model_path, label = source_ref.path, str(source_ref.path)
@@ -119,7 +122,7 @@ def format_inspection(inspection: Inspection) -> str:
         lines.append(f"  {name.ljust(width)}  {plan.verdict.value}")
         lines += [f"  {' ' * width}    will {change}" for change in plan.changes]
         lines += [f"  {' ' * width}    - {problem}" for problem in plan.problems]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # names from the model, escaped
 
 
 def _size(size: int) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from convertkit.errors import UsageError, did_you_mean
+from convertkit.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 from convertkit.reports import REPORT_FORMATS
 from convertkit.spec import InputSpec, Precision, TargetSpec
 
@@ -38,6 +39,8 @@ class Flag:
     choices: tuple[str, ...] = ()
     # Only some adapters take it; the others refuse it (adapters.check_adapter_options).
     source_specific: bool = False
+    # A batch manifest takes this key in its place (a job's own limit), not the field.
+    job_limit: str | None = None
 
     @property
     def long_name(self) -> str:
@@ -130,6 +133,16 @@ def _tolerance(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise UsageError(f"must be a number >= 0, not {value!r}", code="bad-option")
     return float(value)
+
+
+def _limit(value: Any) -> float | int:
+    """A --timeout or --memory-mb value: a number >= 0, 0 for no limit."""
+    number = _tolerance(value)
+    return int(number) if number.is_integer() else number
+
+
+def _megabytes(value: Any) -> int:
+    return round(_limit(value))
 
 
 def _switch(value: Any) -> bool:
@@ -267,6 +280,17 @@ class ConvertOptions:
         help="Reports to write into the output folder, comma-separated: json (always), "
         "html (report.html), junit (junit.xml). Default: all three."))
 
+    # -- how long and how much ------------------------------------------------------------
+    timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata=_flag(
+        "--timeout", parse=_limit, metavar="SECONDS", job_limit="timeout_s",
+        help=f"Stop the run's work after this many seconds, exit 3 (default "
+        f"{DEFAULT_TIMEOUT_S:g}; 0: no limit). Steps not finished by then are reported "
+        "as timed out."))
+    memory_mb: int = field(default=DEFAULT_MEMORY_MB, metadata=_flag(
+        "--memory-mb", parse=_megabytes, metavar="MB", job_limit="memory_mb",
+        help=f"The memory each of the run's child processes may allocate (default "
+        f"{DEFAULT_MEMORY_MB}; 0: no limit); one that needs more fails with exit 3."))
+
     @classmethod
     def parse(cls, values: Mapping[str, Any], *, command: str = "convert") -> ConvertOptions:
         """The record from option values (CLI strings, manifest values or Python values,
@@ -277,7 +301,12 @@ class ConvertOptions:
             spec = option_field(name, command)
             if value is None or (spec.flag.repeatable and value == ()):
                 continue
-            parsed[name] = spec.parse(value)
+            try:
+                parsed[name] = spec.parse(value)
+            except UsageError as error:
+                if command and error.code == "bad-option":  # say which option
+                    error.message = f"{spec.flag.long_name} {error.message}"
+                raise
         return cls(**parsed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -368,7 +397,9 @@ def markdown_table() -> str:
         if spec.flag.metavar:
             flag += f" `{spec.flag.metavar}`"
         marks = " | ".join("yes" if c in spec.flag.commands else "" for c in COMMANDS)
-        cells = (flag, f"`{spec.name}`", marks, spec.flag.help)
+        key = (f"`{spec.flag.job_limit}` (the job's limit)" if spec.flag.job_limit else
+               f"`{spec.name}`")
+        cells = (flag, key, marks, spec.flag.help)
         rows.append("| " + " | ".join(cell.replace("|", "\\|") if cell is not marks else cell
                                       for cell in cells) + " |")
     return "\n".join(rows)

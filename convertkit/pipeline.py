@@ -7,43 +7,22 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-
 from convertkit import __version__
 from convertkit.adapters import Lowered, LowerRequest, detect_framework, lower
-from convertkit.checker.budgets import (
-    CHECK_RULE,
-    Budget,
-    BudgetTable,
-    budget_for,
-    budget_table_dict,
-    load_budget_file,
-)
-from convertkit.checker.diagnosis import localize_failures
+from convertkit.build_steps import HUB_MODEL, BuildContext
+from convertkit.checker.budgets import CHECK_RULE, budget_table_dict, load_budget_file
 from convertkit.checker.samples import check_readable
-from convertkit.checker.verdict import Evidence, judge
-from convertkit.config import is_debug
-from convertkit.errors import ConversionError, ConvertkitError, UsageError
-from convertkit.ir.hub import HubRecord, build_hub
-from convertkit.ir.info import OnnxInfo, describe
-from convertkit.ir.io import load_model
-from convertkit.ir.prepare import prepare
-from convertkit.ir.validate import validate_and_infer
+from convertkit.checker.verdict import Evidence
+from convertkit.errors import ConvertkitError, UsageError
+from convertkit.ir.info import OnnxInfo
+from convertkit.isolation import Worker, run_limits
 from convertkit.options import ConvertOptions, options_from
-from convertkit.platforms import (
-    Artifact,
-    BuildOptions,
-    Platform,
-    Runner,
-    choose_precision,
-    plan_target,
-)
-from convertkit.platforms.ort_runner import OrtRunner
+from convertkit.platforms import BuildOptions, Platform, choose_precision
+from convertkit.records import decode
 from convertkit.registry import (
     AUTO_CPU_TARGET,
     ONNX_TARGET,
@@ -61,7 +40,6 @@ from convertkit.selection import (
     Timing,
     candidates,
     choose,
-    time_interleaved,
 )
 from convertkit.spec import (
     Family,
@@ -72,12 +50,12 @@ from convertkit.spec import (
     TargetSpec,
     existing_file,
 )
-from convertkit.staging import check_output_folder, relocate, staged_folder
+from convertkit.staging import check_output_folder, protected_inputs, relocate, staged_folder
 
 log = logging.getLogger(__name__)
 
-HUB_MODEL = Path("onnx") / "model.onnx"
 LOG_FILE = Path("logs") / "export.log"
+BUILD_LOG = Path("logs") / "build.log"  # what the builds, runtimes and checks printed
 WORK_DIR = Path(".work")  # scratch inside the staged output, removed before it lands
 
 
@@ -106,37 +84,38 @@ def convert(
     precisions = {target: choose_precision(platform(), target, None if target == ONNX_TARGET
                                            else options.precision)
                   for target, platform in platforms.items() if target != AUTO_CPU_TARGET}
-    data_path = existing_file(options.data, "--data", folder_too=True)
+    existing_file(options.data, "--data", folder_too=True)
     existing_file(options.calib_data, "--calib-data", folder_too=True)
     existing_file(options.labels, "--labels")
     for path, option in ((options.data, "--data"), (options.calib_data, "--calib-data"),
                          (options.labels, "--labels")):
         check_readable(path, option)
-    weights_path = existing_file(options.weights, "--weights")
+    existing_file(options.weights, "--weights")
     budgets = load_budget_file(options.budget_file) if options.budget_file is not None else None
     out_path = Path(out)
-    check_output_folder(out_path, force, [source_ref.path, data_path, weights_path,
-                                          options.calib_data, options.labels,
-                                          options.budget_file])
+    check_output_folder(out_path, force, protected_inputs(source_ref, options))
     framework = options.framework or detect_framework(source_ref)
     load_adapter(framework)  # an unknown -f fails here, before any work
 
-    with staged_folder(out_path) as staging:
+    with run_limits(options.timeout, options.memory_mb), \
+            staged_folder(out_path, replace=force) as staging, \
+            Worker(staging / BUILD_LOG, echo=show_framework_output,
+                   log_shown_as=str(out_path / BUILD_LOG)) as worker:
         work = staging / WORK_DIR
         request = LowerRequest(source_ref, options, staging / "check")
         source_record = {"text": source_ref.text, "framework": framework,
                          "options": options.given()}
+        exported = work / "exported.onnx"
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
             lowered = lower(framework, request, log_path=staging / LOG_FILE,
                             echo=show_framework_output,
                             log_shown_as=str(out_path / LOG_FILE))
             progress("validating and optimising the ONNX model")
-            exported = work / "exported.onnx"
-            validate_and_infer(lowered.onnx_path, exported, link=True)
-            _remove_model(lowered.onnx_path)
-            hub = build_hub(exported, staging / HUB_MODEL, opset=options.opset,
-                            optimize_graph=options.optimize)
+            built = worker.call("convertkit.build_steps:build_hub_step", {
+                "staging": str(staging), "lowered": str(lowered.onnx_path),
+                "exported": str(exported), "opset": options.opset,
+                "optimize": options.optimize}, what="validating and optimising the ONNX model")
         except UsageError:
             raise
         except ConvertkitError as error:
@@ -146,33 +125,30 @@ def convert(
             write_reports(report, staging, options.report_formats)
             return report
 
-        hub_model = load_model(staging / HUB_MODEL, load_external_data=False)
-        hub_info = describe(hub_model)
+        hub, hub_info = built["hub"], decode(built["info"])
         source_record.update(_source_record(lowered, hub_info, hub))
         check = lowered.check
-        evidence = Evidence.load(check.feeds_path, check.reference_path, check.labels_path)
+        Evidence.load(check.feeds_path, check.reference_path, check.labels_path)  # labels fit
         # The calibration samples feed the builds only: moved out of what OUT keeps (the
         # report says where they came from, and which samples they were).
         calibration_path = work / "calibration.npz"
         shutil.move(check.calibration_path, calibration_path)
         calibration = check.samples["calibration"]
-        context = _CheckContext(
-            staging, hub_model, hub_info, lowered.inputs, evidence, options, budgets,
+        context = BuildContext(
+            staging, lowered.inputs, check.feeds_path, check.reference_path,
+            check.labels_path, options,
             BuildOptions(None, calibration_path, calibration["real"], check.feeds_path),
             calibration)
+        steps = _TargetSteps(worker, context, out_path,
+                             exported if hub["optimization"] else None)
         results = []
         for target, platform_class in platforms.items():
             progress(f"building {target}")
             if target == AUTO_CPU_TARGET:
-                result = _select_cpu(context, options.precision, progress)
+                result = _select_cpu(steps, options.precision, progress)
             else:
-                result = _build_and_check(context, platform_class(), target, precisions[target])
-            if target == ONNX_TARGET and result.status == Status.FAIL and hub.optimization:
-                result = _blame_optimization(result, exported, evidence)
+                result = steps.build_and_check(platform_class, target, precisions[target])
             results.append(result)
-        if options.localize:
-            results = localize_failures(results, staging, HUB_MODEL, evidence.samples,
-                                        out_path)
         shutil.rmtree(work, ignore_errors=True)
         report = Report(
             source=source_record,
@@ -196,90 +172,60 @@ def convert(
     return report
 
 
-@dataclass(frozen=True)
-class _CheckContext:
-    """What every target's build and check share within one conversion."""
+class _TargetSteps:
+    """Each target's build and check, and the CPU candidates' timing, as steps of the
+    run's worker (build_steps.py). A step that crashes the worker, or runs out of time or
+    memory, is that target's error: its half-written folder is removed, and the next step
+    runs in a new worker."""
 
-    staging: Path
-    hub_model: onnx.ModelProto
-    hub_info: OnnxInfo
-    inputs: Sequence[InputSpec]
-    evidence: Evidence
-    options: ConvertOptions
-    budgets: BudgetTable | None
-    build_options: BuildOptions
-    calibration: dict[str, Any]  # where the calibration samples came from (SampleSet)
+    def __init__(self, worker: Worker, context: BuildContext, out: Path,
+                 exported: Path | None) -> None:
+        self.worker = worker
+        self.context = context
+        self.out = out
+        self.exported = exported  # the unoptimised export, when the hub was optimised
+        self.hub_passed = False
 
-    def budget(self, precision: Precision) -> Budget:
-        return budget_for(precision, self.options.atol, self.options.rtol, self.budgets,
-                          self.options.max_accuracy_drop)
+    def build_and_check(self, platform: type[Platform], target: TargetSpec,
+                        precision: Precision, out_dir: Path | None = None) -> ArtifactResult:
+        staging = self.context.staging
+        if out_dir is None:
+            out_dir = staging / (HUB_MODEL.parent if target == ONNX_TARGET else
+                                 str(target).replace(":", "-").replace("@", "-"))
+        is_hub = target == ONNX_TARGET
+        localize = self.context.options.localize and self.hub_passed and not is_hub
+        payload = {"context": self.context.to_payload(), "target": str(target),
+                   "platform": platform.name, "precision": precision.value,
+                   "out_dir": str(out_dir),
+                   "exported": str(self.exported) if is_hub and self.exported else None,
+                   "localize_in": str(self.out) if localize else None}
+        try:
+            result = decode(self.worker.call("convertkit.build_steps:build_and_check_step",
+                                             payload, what=f"{target} {precision.value}"))
+        except ConvertkitError as error:
+            if out_dir != staging / HUB_MODEL.parent:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+        if is_hub:
+            self.hub_passed = result.status == Status.PASS
+        return result
 
-
-def _build_and_check(context: _CheckContext, platform: Platform, target: TargetSpec,
-                     precision: Precision, out_dir: Path | None = None) -> ArtifactResult:
-    staging = context.staging
-    if out_dir is None:
-        out_dir = staging / (HUB_MODEL.parent if target == ONNX_TARGET else
-                             str(target).replace(":", "-").replace("@", "-"))
-    try:
-        plan = plan_target(platform, target, context.hub_model, context.hub_info,
-                           context.inputs)
-        if plan.problems:
-            raise ConversionError(
-                f"{target} cannot take this model: " + "; ".join(plan.problems),
-                hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
-                code="preflight-rejected",
-            )
-        options = replace(context.build_options, precision=precision)
-        model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
-                             out_dir / "prepared.onnx")
-        artifact = platform.build(model_path, target, out_dir, options)
-        if model_path.parent == out_dir and model_path not in (artifact.path, *artifact.files):
-            _remove_model(model_path)  # an intermediate the platform copied or compiled
-        notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
-        relative = str(artifact.path.relative_to(staging))
-        budget = context.budget(artifact.precision)
-        calibration = context.calibration if artifact.calibrated else None
-        if artifact.is_prepared_only:
-            return ArtifactResult(str(target), Status.PREPARED, relative,
-                                  artifact.precision.value, budget,
-                                  notes=(*notes, "not built here: no toolchain here builds it; "
-                                         "the files beside it are ready for one"),
-                                  calibration=calibration)
-        runner = platform.open(artifact)
-        if runner is None:
-            return ArtifactResult(str(target), Status.BUILT, relative,
-                                  artifact.precision.value, budget,
-                                  notes=(*notes, "not run: no runtime for it here"),
-                                  calibration=calibration)
-        layers: list[dict] = []
-        samples = context.evidence.samples
-        with runner:
-            verdict = judge(runner.run_samples(samples), context.evidence, budget)
-            if verdict.status == Status.FAIL:
-                layers = _layer_analysis(runner, samples[verdict.worst_sample])
-        return ArtifactResult(str(target), verdict.status, relative,
-                              artifact.precision.value, budget, verdict.metrics, notes,
-                              checked_in=artifact.checked_in,
-                              layer_analysis=tuple(layers), samples=len(samples),
-                              accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
-                              calibration=calibration)
-    except ConvertkitError as error:
-        log.debug("target %s failed", target, exc_info=True)
-        return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+    def time(self, found: Sequence[Candidate], results: Sequence[ArtifactResult],
+             indices: Sequence[int]) -> dict[int, Timing]:
+        """The timings of the candidates at ``indices`` (selection.time_interleaved)."""
+        artifacts = [{"index": i, "target": str(found[i].target), "path": results[i].path,
+                      "platform": found[i].platform.name,
+                      "precision": found[i].precision.value} for i in indices]
+        value = self.worker.call("convertkit.build_steps:time_step",
+                                 {"context": self.context.to_payload(),
+                                  "artifacts": artifacts},
+                                 what="timing " + ", ".join(
+                                     f"{found[i].target} {found[i].precision.value}"
+                                     for i in indices))
+        return {int(index): decode(timing) for index, timing in value.items()}
 
 
-def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dict]:
-    """The toolkit's per-layer analysis of a failed artifact; its own failure only costs
-    the analysis (logged), never the result."""
-    try:
-        return runner.layer_analysis(feeds)
-    except ConvertkitError:
-        log.warning("the per-layer analysis failed", exc_info=is_debug())
-        return []
-
-
-def _select_cpu(context: _CheckContext, precision: Precision | None,
+def _select_cpu(steps: _TargetSteps, precision: Precision | None,
                 progress: Callable[[str], None]) -> ArtifactResult:
     """`-t cpu`: build and check every CPU candidate, time those that pass in turn, keep
     the fastest beyond the timing noise (selection.py). The result is the chosen
@@ -293,8 +239,9 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
     records, results = [], []
     for candidate in found:
         progress(f"building cpu candidate {candidate.target} {candidate.precision.value}")
-        result = _build_and_check(context, candidate.platform(), candidate.target,
-                                  candidate.precision, context.staging / candidate.folder)
+        result = steps.build_and_check(candidate.platform, candidate.target,
+                                       candidate.precision,
+                                       steps.context.staging / candidate.folder)
         results.append(result)
         worst = max((m for m in result.outputs if m.max_abs is not None),
                     key=lambda m: m.max_abs, default=None)
@@ -310,7 +257,7 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
             reason=reason, calibrated_on_generated=unproven,
             accuracy_drop=result.accuracy["drop"] if result.accuracy else None))
     progress("timing the candidates that passed, in turn")
-    timings = _time_candidates(context, found, results)
+    timings = _time_candidates(steps, found, results, records)
     for index, timing in timings.items():
         records[index] = replace(records[index], latency_ms=timing.median_ms,
                                  spread_ms=timing.spread_ms, round_ms=timing.round_ms)
@@ -333,37 +280,29 @@ def _select_cpu(context: _CheckContext, precision: Precision | None,
                    candidates=tuple(records))
 
 
-def _time_candidates(context: _CheckContext, found: Sequence[Candidate],
-                     results: Sequence[ArtifactResult]) -> dict[int, Timing]:
+def _time_candidates(steps: _TargetSteps, found: Sequence[Candidate],
+                     results: Sequence[ArtifactResult],
+                     records: list[CandidateRecord]) -> dict[int, Timing]:
     """The timings of every candidate that passed, measured in turn on the first
-    evaluation sample (selection.time_interleaved)."""
-    runners = {}
-    for index, (candidate, result) in enumerate(zip(found, results, strict=True)):
-        if result.status != Status.PASS or result.path is None:
-            continue
-        artifact = Artifact(str(candidate.target), context.staging / result.path,
-                            candidate.precision)
-        runner = candidate.platform().open(artifact)
-        if runner is not None:
-            runners[index] = runner
-    try:
-        return time_interleaved(runners, context.evidence.samples[0])
-    except ConvertkitError:
-        log.warning("timing the CPU candidates failed", exc_info=is_debug())
+    evaluation sample. When timing them together crashes, each is timed alone (its runs
+    then pair with no other's), and one whose timing crashes cannot be chosen."""
+    passed = [i for i, r in enumerate(results) if r.status == Status.PASS and r.path]
+    if not passed:
         return {}
-
-
-def _blame_optimization(result: ArtifactResult, exported: Path,
-                        evidence: Evidence) -> ArtifactResult:
-    """The optimised hub model failed: check the model as exported, to tell the user
-    whether the exporter or the optimisation is at fault."""
-    budget = result.budget or budget_for(Precision.FP32)
-    with OrtRunner(exported) as runner:
-        unoptimized = judge(runner.run_samples(evidence.samples), evidence, budget).status
-    note = ("the unoptimised export passes this check: graph optimisation changed the "
-            "results; --no-optimize converts without it" if unoptimized == Status.PASS else
-            "the unoptimised export fails this check too: the export itself differs")
-    return replace(result, notes=(*result.notes, note))
+    try:
+        return steps.time(found, results, passed)
+    except ConvertkitError as error:
+        log.warning("timing the CPU candidates together failed: %s", error.message)
+    timings = {}
+    for index in passed:
+        try:
+            timing = steps.time(found, results, [index])[index]
+        except ConvertkitError as error:
+            records[index] = replace(records[index], status=Status.ERROR,
+                                     reason=f"timing failed: {error.message}")
+            continue
+        timings[index] = replace(timing, round_ms=())  # timed alone: not paired
+    return timings
 
 
 def _samples_text(record: Mapping[str, Any]) -> str:
@@ -373,15 +312,15 @@ def _samples_text(record: Mapping[str, Any]) -> str:
             f"{calibration['count']} other sample(s) from {calibration['source']}")
 
 
-def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: HubRecord) -> dict:
+def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: Mapping[str, Any]) -> dict:
     return {
         "exporter": lowered.exporter,
-        "notes": list(lowered.notes) + list(hub.notes),
+        "notes": list(lowered.notes) + list(hub["notes"]),
         "inputs": [_input_record(s, lowered) for s in lowered.inputs],
         "outputs": list(lowered.output_names),
         "onnx": {"path": str(HUB_MODEL), "opset": hub_info.opset,
                  "ir_version": hub_info.ir_version, "nodes": hub_info.node_count,
-                 "optimization": hub.optimization.to_dict() if hub.optimization else None},
+                 "optimization": hub["optimization"]},
         "log": str(LOG_FILE),
     }
 
@@ -391,8 +330,3 @@ def _input_record(spec: InputSpec, lowered: Lowered) -> dict:
     if spec.name in lowered.nchw_inputs:  # --inputs-as-nchw: say which layout each side saw
         record.update(layout="NCHW", source_layout="NHWC")
     return record
-
-
-def _remove_model(path: Path) -> None:
-    for file in [path, *path.parent.glob(path.name + ".data")]:
-        file.unlink(missing_ok=True)

@@ -65,16 +65,19 @@ def imported_packages(text: str) -> set[str]:
 def load_python_object(source: SourceRef) -> Any:
     """Import the module a source names and return its attribute.
 
-    A FILE.py is imported under its own module name with its folder on sys.path, so
-    frameworks that re-import a model's module by name (MindSpore's graph compiler) find it.
+    A FILE.py is imported under its own module name with its folder on sys.path (last, so
+    that a file there never shadows an installed package), so frameworks that re-import a
+    model's module by name (MindSpore's graph compiler) find it.
     """
     assert source.attribute is not None
     if source.path is not None:
         module = _import_file(source.path)
     else:
         assert source.module is not None
+        # Last: a module in the working folder is found, but never in place of an
+        # installed package (a stray onnx.py there is not imported for onnx).
         if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
+            sys.path.append(str(Path.cwd()))
         try:
             module = importlib.import_module(source.module)
         except ModuleNotFoundError as exc:
@@ -109,6 +112,8 @@ def model_from_python(source: SourceRef, model_class: type, what: str) -> Any:
             hint=f"name {what}, its class, or a function returning one", code="not-a-model")
     try:
         model = obj()
+    except MemoryError:
+        raise  # the run's memory limit, not a fault of the factory (isolation.py says so)
     except Exception as exc:
         raise UsageError(
             f"{source.text}() raised {type(exc).__name__}: {first_line(exc)}",
@@ -126,7 +131,7 @@ def _import_file(path: Path):
     name = path.stem
     folder = str(path.parent)
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        sys.path.append(folder)  # last, as for module:NAME
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot import {path}", hint="pass a Python source file",

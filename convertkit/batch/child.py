@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -33,8 +34,10 @@ def main(payload_path: str, result_path: str) -> int:
     from convertkit.reports.terminal import format_table
 
     spec = ConversionSpec.from_dict(payload["conversion"])
+    # The job's own limits (set above, and its timeout in the batch) bound the run.
+    options = replace(spec.options, timeout=0, memory_mb=0)
     try:
-        report = convert(spec.source, payload["out"], spec.options, force=True,
+        report = convert(spec.source, payload["out"], options, force=True,
                          progress=lambda message: print(f"... {message}", flush=True))
     except UsageError as error:
         print(f"error: {error.message}\nhint: {error.hint}", flush=True)
@@ -52,6 +55,8 @@ def main(payload_path: str, result_path: str) -> int:
         return 3
     except Exception as exc:  # a bug in convertkit: its traceback goes to the job's log
         traceback.print_exc()
+        if child_traceback := getattr(exc, "child_traceback", ""):
+            print(f"in the child process that ran the step:\n{child_traceback}", flush=True)
         error = InternalError.from_exception(exc, "the job's log (logs/NAME.log)")
         _write(result_path, {"error": error_record(error)})
         return error.exit_code

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from convertkit.batch.cache import write_record
 from convertkit.batch.classify import JobOutcome, outcome_from_error, outcome_from_report
 from convertkit.batch.manifest import JobSpec
 from convertkit.config import job_environment
-from convertkit.isolation import signal_name
+from convertkit.isolation import isolated_module, signal_name
 
 JOBS_DIR = "jobs"
 LOGS_DIR = "logs"
@@ -78,7 +77,7 @@ def run_job(job: JobSpec, context: JobContext) -> JobOutcome:
         payload_path.write_text(json.dumps({
             "conversion": job.conversion.to_dict(), "out": str(folder),
             "memory_mb": job.limits.memory_mb, "parent_pid": os.getpid()}))
-        command = [sys.executable, "-m", "convertkit.batch.child", str(payload_path),
+        command = [*isolated_module("convertkit.batch.child"), str(payload_path),
                    str(result_path)]
         with log.open("w", encoding="utf-8", errors="replace") as log_file:
             log_file.write(f"$ convertkit convert {job.conversion.source} (job {job.name}, "

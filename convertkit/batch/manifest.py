@@ -28,18 +28,19 @@ from typing import Any
 
 from convertkit.dependencies import require
 from convertkit.errors import ConvertkitError, UsageError, did_you_mean
+from convertkit.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 from convertkit.options import ConvertOptions, option_field, option_fields
 from convertkit.registry import resolve_target
 from convertkit.spec import SourceRef, TargetSpec
 
-DEFAULT_TIMEOUT_S = 1800.0
-DEFAULT_MEMORY_MB = 8192
 MANIFEST_VERSION = 1
 
 # Keys a model entry and the defaults may hold: every option of `convert` (by its
-# ConvertOptions field name) and the job's limits.
+# ConvertOptions field name) and the job's limits, which take the place of convert's own
+# --timeout and --memory-mb (Flag.job_limit).
 _LIMIT_KEYS = ("timeout_s", "memory_mb", "threads")
-_OPTION_KEYS = (*(spec.name for spec in option_fields()), *_LIMIT_KEYS)
+_OPTION_KEYS = (*(spec.name for spec in option_fields() if not spec.flag.job_limit),
+                *_LIMIT_KEYS)
 _MODEL_KEYS = ("name", "source", *_OPTION_KEYS)
 _TOP_KEYS = ("version", "defaults", "resources", "models")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")

@@ -22,7 +22,6 @@ from convertkit.checker.runners import OnnxTensors, OpenVinoTensors
 from convertkit.errors import ConvertkitError
 from convertkit.ir.io import load_model
 from convertkit.reports.record import ArtifactResult
-from convertkit.spec import Status
 
 log = logging.getLogger(__name__)
 
@@ -101,38 +100,35 @@ def repro_dirs(targets: Sequence[str]) -> dict[str, Path]:
     return {t: REPRO_DIR / _folder_name(t) for t in targets}
 
 
-def localize_failures(results: Sequence[ArtifactResult], staging: Path, hub_model: Path,
-                      samples: Sequence[Mapping[str, np.ndarray]], shown_as: Path,
-                      ) -> list[ArtifactResult]:
-    """For `convert`: localise each failed ONNX or OpenVINO artifact against the hub ONNX
-    model, when the hub model itself passed. Writes OUT/repro/<target>/."""
-    results = list(results)
-    hub = next((r for r in results if r.target == "onnx"), None)
-    if hub is None or hub.status != Status.PASS:
-        return results
+def localize_against_hub(result: ArtifactResult, staging: Path, hub_model: Path,
+                         samples: Sequence[Mapping[str, np.ndarray]],
+                         shown_as: Path) -> ArtifactResult:
+    """For `convert`: ``result``, a failed ONNX or OpenVINO artifact, localised against
+    the hub ONNX model (which passed). Writes OUT/repro/<target>/."""
+    path = staging / str(result.path)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".xml") or (suffix == ".onnx" and _is_ep_context(path)):
+        return replace(result, notes=(*result.notes, "not localised: this artifact cannot "
+                                      "show its intermediate tensors here"))
     reference = TensorSide(lambda: OnnxTensors(staging / hub_model), staging / hub_model)
-    reference_values: dict[int, dict[str, np.ndarray] | str] = {}
-    for index, result in enumerate(results):
-        if result.status != Status.FAIL or result.path is None:
-            continue
-        path = staging / result.path
-        suffix = path.suffix.lower()
-        if suffix not in (".onnx", ".xml") or (suffix == ".onnx" and _is_ep_context(path)):
-            results[index] = replace(result, notes=(
-                *result.notes, "not localised: this artifact cannot show its intermediate "
-                "tensors here"))
-            continue
-        sample = worst_sample(result.outputs)
-        if sample not in reference_values:
-            reference_values[sample] = run_all(OnnxTensors(staging / hub_model),
-                                               samples[sample])
-        candidate = TensorSide((lambda p=path: OnnxTensors(p)) if suffix == ".onnx"
-                               else (lambda p=path: OpenVinoTensors(p)), path)
-        repro_dir = REPRO_DIR / _folder_name(result.target)
-        results[index] = localize(result, reference, candidate, samples[sample],
-                                  reference_values[sample], None, staging / repro_dir,
-                                  shown_as / repro_dir)
-    return results
+    sample = worst_sample(result.outputs)
+    candidate = TensorSide((lambda: OnnxTensors(path)) if suffix == ".onnx"
+                           else (lambda: OpenVinoTensors(path)), path)
+    repro_dir = REPRO_DIR / _folder_name(result.target)
+    return localize(result, reference, candidate, samples[sample],
+                    _hub_tensors(staging / hub_model, sample, samples[sample]), None,
+                    staging / repro_dir, shown_as / repro_dir)
+
+
+# Every tensor of the hub model on one sample, computed once per worker process.
+_HUB_TENSORS: dict[tuple[Path, int], dict[str, np.ndarray] | str] = {}
+
+
+def _hub_tensors(hub: Path, sample: int, feeds: Mapping[str, np.ndarray],
+                 ) -> dict[str, np.ndarray] | str:
+    if (hub, sample) not in _HUB_TENSORS:
+        _HUB_TENSORS[hub, sample] = run_all(OnnxTensors(hub), feeds)
+    return _HUB_TENSORS[hub, sample]
 
 
 def _folder_name(target: str) -> str:

@@ -133,10 +133,11 @@ class MindSporeAdapter(Adapter):
 def _work_in_scratch_folder(request: LowerRequest) -> LowerRequest:
     """Make the request's paths absolute and move into its work folder: MindSpore writes
     rank_0/om/analyze_fail.ir into the working folder when a graph fails to compile, and
-    no setting moves it. The user's folder stays importable (module:NAME sources)."""
+    no setting moves it. The user's folder stays importable (module:NAME sources), last on
+    sys.path as python_source.py puts it."""
     cwd = os.getcwd()
     if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)
     source = request.source
     if source.path is not None:
         source = replace(source, path=source.path.resolve())

@@ -59,8 +59,8 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
             state = _StateDictUnpickler(handle, encoding="latin1").load()
     except _Refused as exc:
         raise UsageError(
-            f"--weights {path.name} names {exc.name} to unpickle: paddle.load would run it, "
-            "which can run code; a state_dict holds arrays only",
+            f"--weights {path.name} is a pickle that calls {exc.name}, not a state_dict of "
+            "arrays: paddle.load would run it",
             hint=TRUST_HINT, code=UNSAFE) from exc
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, MemoryError, RecursionError, OverflowError) as exc:

@@ -112,7 +112,7 @@ def test_output_folder_holding_the_source_is_refused_even_with_force(cli, tmp_pa
     result = cli("convert", str(source), "--force", out=tmp_path)
 
     assert result.exit_code == 2
-    assert "contains the input" in result.stderr
+    assert "contains the source" in result.stderr and "would delete that input" in result.stderr
     assert source.is_file()
 
 

@@ -1,0 +1,234 @@
+"""The steps of a conversion that run in its worker process (isolation.Worker): building
+the hub model, building and checking one target, timing the CPU candidates.
+
+Quantisers, compilers and runtimes abort on models they mishandle (ONNX Runtime's int8
+quantiser on a Keras bidirectional LSTM: SIGABRT), so none of them runs in the process
+that holds the run together. The pipeline (pipeline.py) decides what runs and in which
+order, and turns a step that crashed into that target's error; each step here takes a
+JSON payload and returns JSON (records.encode), reading the hub model, the samples and
+the references from the staged output folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from convertkit.checker.budgets import Budget, BudgetTable, budget_for, load_budget_file
+from convertkit.checker.diagnosis import localize_against_hub
+from convertkit.checker.verdict import Evidence, judge
+from convertkit.config import is_debug
+from convertkit.errors import ConversionError, ConvertkitError
+from convertkit.ir.hub import build_hub
+from convertkit.ir.info import OnnxInfo, describe
+from convertkit.ir.io import load_model
+from convertkit.ir.prepare import prepare
+from convertkit.ir.validate import validate_and_infer
+from convertkit.options import ConvertOptions
+from convertkit.platforms import Artifact, BuildOptions, Platform, Runner, plan_target
+from convertkit.platforms.ort_runner import OrtRunner
+from convertkit.records import encode
+from convertkit.registry import load_platforms
+from convertkit.reports.record import ArtifactResult, error_record
+from convertkit.selection import time_interleaved
+from convertkit.spec import InputSpec, Precision, Status, TargetSpec
+
+log = logging.getLogger(__name__)
+
+HUB_MODEL = Path("onnx") / "model.onnx"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every target's build and check share within one conversion, as it travels to
+    the worker."""
+
+    staging: Path
+    inputs: tuple[InputSpec, ...]
+    feeds_path: Path
+    reference_path: Path
+    labels_path: Path | None
+    options: ConvertOptions
+    build_options: BuildOptions
+    calibration: dict[str, Any]  # where the calibration samples came from (SampleSet)
+
+    def to_payload(self) -> dict[str, Any]:
+        build = self.build_options
+        return {"staging": str(self.staging), "inputs": [s.to_dict() for s in self.inputs],
+                "feeds": str(self.feeds_path), "reference": str(self.reference_path),
+                "labels": str(self.labels_path) if self.labels_path else None,
+                "options": self.options.to_dict(),
+                "calibration_path": str(build.calibration_path or ""),
+                "calibration_is_real": build.calibration_is_real,
+                "evaluation_path": str(build.evaluation_path or ""),
+                "calibration": self.calibration}
+
+    @staticmethod
+    def from_payload(data: Mapping[str, Any]) -> BuildContext:
+        return BuildContext(
+            Path(data["staging"]), tuple(InputSpec.from_dict(s) for s in data["inputs"]),
+            Path(data["feeds"]), Path(data["reference"]),
+            Path(data["labels"]) if data["labels"] else None,
+            ConvertOptions.from_dict(data["options"]),
+            BuildOptions(None, Path(data["calibration_path"]) if data["calibration_path"]
+                         else None, data["calibration_is_real"],
+                         Path(data["evaluation_path"]) if data["evaluation_path"] else None),
+            data["calibration"])
+
+    @property
+    def evidence(self) -> Evidence:
+        return _evidence(self.feeds_path, self.reference_path, self.labels_path)
+
+    @property
+    def budgets(self) -> BudgetTable | None:
+        budget_file = self.options.budget_file
+        return load_budget_file(budget_file) if budget_file is not None else None
+
+    def budget(self, precision: Precision) -> Budget:
+        return budget_for(precision, self.options.atol, self.options.rtol, self.budgets,
+                          self.options.max_accuracy_drop)
+
+
+@functools.cache
+def _evidence(feeds: Path, reference: Path, labels: Path | None) -> Evidence:
+    return Evidence.load(feeds, reference, labels)
+
+
+@functools.cache
+def _hub(path: Path) -> tuple[onnx.ModelProto, OnnxInfo]:
+    model = load_model(path, load_external_data=False)
+    return model, describe(model)
+
+
+# --- the steps ---------------------------------------------------------------------------
+
+def build_hub_step(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the exported model, then optimise it into the hub model: what the hub
+    record and the hub model's description say."""
+    staging = Path(payload["staging"])
+    exported = Path(payload["exported"])
+    validate_and_infer(Path(payload["lowered"]), exported, link=True)
+    remove_model(Path(payload["lowered"]))
+    hub = build_hub(exported, staging / HUB_MODEL, opset=payload["opset"],
+                    optimize_graph=payload["optimize"])
+    return {"hub": hub.to_dict(), "info": encode(_hub(staging / HUB_MODEL)[1])}
+
+
+def build_and_check_step(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Build one target and check it; then, when it failed, say why where that can be
+    said (the unoptimised export for the hub model, the first diverging node for others)."""
+    context = BuildContext.from_payload(payload["context"])
+    target = TargetSpec.parse(payload["target"])
+    platform = load_platforms()[payload["platform"]]()
+    result = build_and_check(context, platform, target, Precision(payload["precision"]),
+                             Path(payload["out_dir"]))
+    if result.status == Status.FAIL and payload.get("exported"):
+        result = _blame_optimization(result, Path(payload["exported"]), context.evidence)
+    if result.status == Status.FAIL and payload.get("localize_in"):
+        result = localize_against_hub(result, context.staging, HUB_MODEL,
+                                      context.evidence.samples, Path(payload["localize_in"]))
+    return encode(result)
+
+
+def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Time the given artifacts in turn on the first evaluation sample
+    (selection.time_interleaved): their timings by index."""
+    context = BuildContext.from_payload(payload["context"])
+    platforms = load_platforms()
+    runners: dict[int, Runner] = {}
+    for item in payload["artifacts"]:
+        artifact = Artifact(item["target"], context.staging / item["path"],
+                            Precision(item["precision"]))
+        runner = platforms[item["platform"]]().open(artifact)
+        if runner is not None:
+            runners[item["index"]] = runner
+    timings = time_interleaved(runners, context.evidence.samples[0])
+    return {str(index): encode(timing) for index, timing in timings.items()}
+
+
+# --- building and checking one target ----------------------------------------------------
+
+def build_and_check(context: BuildContext, platform: Platform, target: TargetSpec,
+                    precision: Precision, out_dir: Path) -> ArtifactResult:
+    staging = context.staging
+    hub_model, hub_info = _hub(staging / HUB_MODEL)
+    try:
+        plan = plan_target(platform, target, hub_model, hub_info, context.inputs)
+        if plan.problems:
+            raise ConversionError(
+                f"{target} cannot take this model: " + "; ".join(plan.problems),
+                hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
+                code="preflight-rejected",
+            )
+        options = replace(context.build_options, precision=precision)
+        model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
+                             out_dir / "prepared.onnx")
+        artifact = platform.build(model_path, target, out_dir, options)
+        if model_path.parent == out_dir and model_path not in (artifact.path, *artifact.files):
+            remove_model(model_path)  # an intermediate the platform copied or compiled
+        notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
+        relative = str(artifact.path.relative_to(staging))
+        budget = context.budget(artifact.precision)
+        calibration = context.calibration if artifact.calibrated else None
+        if artifact.is_prepared_only:
+            return ArtifactResult(str(target), Status.PREPARED, relative,
+                                  artifact.precision.value, budget,
+                                  notes=(*notes, "not built here: no toolchain here builds it; "
+                                         "the files beside it are ready for one"),
+                                  calibration=calibration)
+        runner = platform.open(artifact)
+        if runner is None:
+            return ArtifactResult(str(target), Status.BUILT, relative,
+                                  artifact.precision.value, budget,
+                                  notes=(*notes, "not run: no runtime for it here"),
+                                  calibration=calibration)
+        layers: list[dict] = []
+        evidence = context.evidence
+        with runner:
+            verdict = judge(runner.run_samples(evidence.samples), evidence, budget)
+            if verdict.status == Status.FAIL:
+                layers = _layer_analysis(runner, evidence.samples[verdict.worst_sample])
+        return ArtifactResult(str(target), verdict.status, relative,
+                              artifact.precision.value, budget, verdict.metrics, notes,
+                              checked_in=artifact.checked_in,
+                              layer_analysis=tuple(layers), samples=len(evidence.samples),
+                              accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
+                              calibration=calibration)
+    except ConvertkitError as error:
+        log.debug("target %s failed", target, exc_info=True)
+        return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+
+
+def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dict]:
+    """The toolkit's per-layer analysis of a failed artifact; its own failure only costs
+    the analysis (logged), never the result."""
+    try:
+        return runner.layer_analysis(feeds)
+    except ConvertkitError:
+        log.warning("the per-layer analysis failed", exc_info=is_debug())
+        return []
+
+
+def _blame_optimization(result: ArtifactResult, exported: Path,
+                        evidence: Evidence) -> ArtifactResult:
+    """The optimised hub model failed: check the model as exported, to tell the user
+    whether the exporter or the optimisation is at fault."""
+    budget = result.budget or budget_for(Precision.FP32)
+    with OrtRunner(exported) as runner:
+        unoptimized = judge(runner.run_samples(evidence.samples), evidence, budget).status
+    note = ("the unoptimised export passes this check: graph optimisation changed the "
+            "results; --no-optimize converts without it" if unoptimized == Status.PASS else
+            "the unoptimised export fails this check too: the export itself differs")
+    return replace(result, notes=(*result.notes, note))
+
+
+def remove_model(path: Path) -> None:
+    for file in [path, *path.parent.glob(path.name + ".data")]:
+        file.unlink(missing_ok=True)
