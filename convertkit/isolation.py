@@ -54,21 +54,22 @@ def isolated_python(statement: str, python: str = sys.executable) -> list[str]:
     PYTHON* variables, no working folder on sys.path (module docstring). Arguments added
     to the command are in sys.argv[1:].
 
-    A child of this interpreter also gets the absolute entries of this process's sys.path
-    it lacks (packages and plug-ins on PYTHONPATH, which -E drops), never the working
-    folder; a child of another interpreter (a toolchain's) gets convertkit's folder only.
+    A child of this interpreter keeps the absolute entries of PYTHONPATH in front, as
+    Python would put them (packages and plug-ins installed there), never the working
+    folder or a relative entry; a child of another interpreter (a toolchain's) gets
+    convertkit's folder only.
     """
-    paths = _installation_paths() if python == sys.executable else [_IMPORT_ROOT]
+    front = _pythonpath_entries() if python == sys.executable else []
     return [python, "-E", "-P", "-c",
-            f"import sys; sys.path += [p for p in {paths!r} if p not in sys.path]; "
-            f"{statement}"]
+            f"import sys; sys.path[:0] = [p for p in {front!r} if p not in sys.path]; "
+            f"sys.path += [p for p in [{_IMPORT_ROOT!r}] if p not in sys.path]; {statement}"]
 
 
-def _installation_paths() -> list[str]:
+def _pythonpath_entries() -> list[str]:
     working = os.path.realpath(os.getcwd())
-    found = [entry for entry in sys.path if entry and os.path.isabs(entry)
-             and os.path.realpath(entry) != working]
-    return list(dict.fromkeys([*found, _IMPORT_ROOT]))
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return list(dict.fromkeys(entry for entry in entries if os.path.isabs(entry)
+                              and os.path.realpath(entry) != working))
 
 
 def isolated_module(module: str, python: str = sys.executable) -> list[str]:
