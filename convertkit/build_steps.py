@@ -43,6 +43,7 @@ from convertkit.spec import InputSpec, Precision, Status, TargetSpec
 log = logging.getLogger(__name__)
 
 HUB_MODEL = Path("onnx") / "model.onnx"
+BUILD_LOG = Path("logs") / "build.log"  # what the builds, runtimes and checks printed
 
 
 @dataclass(frozen=True)
@@ -232,3 +233,39 @@ def _blame_optimization(result: ArtifactResult, exported: Path,
 def remove_model(path: Path) -> None:
     for file in [path, *path.parent.glob(path.name + ".data")]:
         file.unlink(missing_ok=True)
+
+
+# --- running a model for `convertkit check` ------------------------------------------------
+
+def run_samples_step(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the model ``payload`` describes on the samples in ``payload["samples"]`` and
+    save its outputs to ``payload["outputs"]``; ``{"ran": False}`` when nothing here can
+    run it. The model is opened as ``kind`` says: "ort" (ONNX Runtime), "openvino" (the
+    IR on the CPU, as the check runs it), or "platform" (the runner of ``target``'s own
+    platform, else the runtime its file suffix names)."""
+    from convertkit.checker.runners import openvino_runner
+    from convertkit.registry import resolve_target
+    from convertkit.sample_files import load_samples, save_samples
+
+    path = Path(payload["path"])
+    kind = payload["kind"]
+    runner: Runner | None = None
+    if kind == "platform":
+        try:
+            platform = resolve_target(TargetSpec.parse(payload["target"]))
+            runner = platform().open(Artifact(payload["target"], path,
+                                              Precision(payload["precision"])))
+        except ConvertkitError:
+            runner = None
+        if runner is None:
+            kind = {".onnx": "ort", ".xml": "openvino"}.get(path.suffix.lower(), "")
+    if kind == "ort":
+        runner = OrtRunner(path)
+    elif kind == "openvino":
+        runner = openvino_runner(path)
+    if runner is None:
+        return {"ran": False}
+    with runner:
+        outputs = runner.run_samples(load_samples(payload["samples"]))
+    save_samples(payload["outputs"], outputs)
+    return {"ran": True}

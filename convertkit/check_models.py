@@ -16,8 +16,10 @@ the same exit codes; OUT is written whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
+import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -31,6 +33,7 @@ import onnx
 
 from convertkit import __version__
 from convertkit.adapters import LowerRequest, detect_framework, lower, merge_specs
+from convertkit.build_steps import BUILD_LOG
 from convertkit.checker.budgets import (
     CHECK_RULE,
     BudgetTable,
@@ -45,7 +48,6 @@ from convertkit.checker.runners import (
     OnnxTensors,
     OpenVinoTensors,
     openvino_input_specs,
-    openvino_runner,
 )
 from convertkit.checker.samples import (
     check_readable,
@@ -59,11 +61,10 @@ from convertkit.errors import ConvertkitError, UsageError
 from convertkit.ir.external_data import checked_external_files
 from convertkit.ir.info import describe
 from convertkit.ir.io import load_model
-from convertkit.isolation import run_limits
+from convertkit.isolation import Worker, run_limits
 from convertkit.options import ConvertOptions, options_from, parse_precision
-from convertkit.platforms import Artifact, Runner
-from convertkit.platforms.ort_runner import OrtRunner
-from convertkit.registry import load_adapter, resolve_target
+from convertkit.platforms import Runner
+from convertkit.registry import load_adapter
 from convertkit.reports import write_reports
 from convertkit.reports.record import ArtifactResult, Report, error_record
 from convertkit.spec import (
@@ -71,7 +72,6 @@ from convertkit.spec import (
     Precision,
     SourceRef,
     Status,
-    TargetSpec,
     existing_file,
 )
 from convertkit.staging import check_output_folder, protected_inputs, relocate, staged_folder
@@ -182,7 +182,9 @@ def check_models(
         if side.kind == "source":
             _framework_of(side, options)  # an undetectable source fails before any work
 
-    with run_limits(options.timeout, options.memory_mb), _workspace(out_path, force) as work:
+    with run_limits(options.timeout, options.memory_mb), \
+            _workspace(out_path, force) as work, \
+            _isolated_runs(work, out_path, show_framework_output):
         check_record: dict[str, Any] = {
             "rule": CHECK_RULE, "budgets": budget_table_dict(table),
             "budget_file": str(budget_file) if budget_file is not None else None,
@@ -269,7 +271,7 @@ def _resolve_reference(side: ModelRef, work: Path, options: ConvertOptions, echo
         model_specs = _merge(describe(model).input_specs(), specs, side.text)
         samples, labels, _ = evaluation_samples(model_specs, model, options.data,
                                                    options.labels)
-        with OrtRunner(path) as runner:
+        with _isolated("ort", path, side.text) as runner:
             outputs = _run_reference(runner, samples.samples, options, model_specs)
         record.update({"precision": detect_precision(path).value,
                        "inputs": [s.to_dict() for s in model_specs],
@@ -278,7 +280,7 @@ def _resolve_reference(side: ModelRef, work: Path, options: ConvertOptions, echo
                           detect_precision(path), lambda: OnnxTensors(path), path)
     model_specs = _merge(openvino_input_specs(path), specs, side.text)
     samples, labels, _ = evaluation_samples(model_specs, None, options.data, options.labels)
-    with openvino_runner(path) as runner:
+    with _isolated("openvino", path, side.text) as runner:
         outputs = _run_reference(runner, samples.samples, options, model_specs)
     record.update({"inputs": [s.to_dict() for s in model_specs], "outputs": list(outputs[0])})
     return _Reference(Evidence.of(samples.samples, outputs, labels), record, samples.origin,
@@ -316,7 +318,7 @@ def _folder_reference(side: ModelRef, record: dict[str, Any],
     model = load_model(hub, load_external_data=False)
     samples, labels, _ = evaluation_samples(describe(model).input_specs(), model, options.data,
                                             options.labels)
-    with OrtRunner(hub) as runner:
+    with _isolated("ort", hub, str(hub)) as runner:
         outputs = runner.run_samples(samples.samples)
     record["note"] = (f"with --data the reference is the folder's ONNX model {hub}, not the "
                       "source framework's recorded outputs")
@@ -352,11 +354,13 @@ def _candidates(side: ModelRef, work: Path, options: ConvertOptions, echo: bool,
     if side.kind == "onnx":
         assert path is not None
         return [_Candidate("onnx", side.text, detect_precision(path),
-                           lambda: OrtRunner(path), lambda: OnnxTensors(path), path)], []
+                           lambda: _isolated("ort", path, side.text),
+                           lambda: OnnxTensors(path), path)], []
     if side.kind == "openvino":
         assert path is not None
         return [_Candidate("openvino", side.text, detect_precision(path),
-                           lambda: openvino_runner(path), lambda: OpenVinoTensors(path), path,
+                           lambda: _isolated("openvino", path, side.text),
+                           lambda: OpenVinoTensors(path), path,
                            ("OpenVINO CPU, f32 inference precision hint",))], []
     if side.kind == "folder":
         assert path is not None
@@ -382,6 +386,69 @@ def _source_candidate(side: ModelRef, work: Path, options: ConvertOptions, echo:
                       open_runner, tensors,
                       notes=("the candidate's outputs come from its own framework; its ONNX "
                              "export stands in for it when localising",))
+
+
+class _IsolatedRunner(Runner):
+    """A model run in the check's worker process (build_steps.run_samples_step): a runtime
+    that crashes or hangs on the model is that model's error, not the end of the check."""
+
+    def __init__(self, spec: dict[str, str], what: str) -> None:
+        self.spec = spec
+        self.what = what
+
+    def __enter__(self) -> _IsolatedRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_samples([feeds])[0]
+
+    def run_samples(self, samples: Sequence[Mapping[str, np.ndarray]],
+                    ) -> list[dict[str, np.ndarray]]:
+        worker, scratch = _RUNS.get()
+        feeds, outputs = scratch / "feeds.npz", scratch / "outputs.npz"
+        save_samples(feeds, samples)
+        try:
+            ran = worker.call("convertkit.build_steps:run_samples_step",
+                              {**self.spec, "samples": str(feeds), "outputs": str(outputs)},
+                              what=f"running {self.what}")
+            if not ran["ran"]:
+                raise _NoRuntime
+            return [dict(sample) for sample in load_samples(outputs)]
+        finally:
+            feeds.unlink(missing_ok=True)
+            outputs.unlink(missing_ok=True)
+
+
+class _NoRuntime(Exception):
+    """Nothing here runs the candidate: it is reported as built, not run."""
+
+
+def _isolated(kind: str, path: Path, what: str, target: str = "",
+              precision: Precision = Precision.FP32) -> _IsolatedRunner:
+    return _IsolatedRunner({"kind": kind, "path": str(path), "target": target,
+                            "precision": precision.value}, what)
+
+
+# The worker that runs the models of the check under way, and its scratch folder.
+_RUNS: contextvars.ContextVar[tuple[Worker, Path]] = contextvars.ContextVar("check_runs")
+
+
+@contextlib.contextmanager
+def _isolated_runs(work: Path, out: Path | None, echo: bool) -> Iterator[None]:
+    scratch = work / ".runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    shown = (str(out / BUILD_LOG) if out is not None else
+             "the run log (pass -o to keep it, or --debug to see it live)")
+    with Worker(work / BUILD_LOG, echo=echo, log_shown_as=shown) as worker:
+        token = _RUNS.set((worker, scratch))
+        try:
+            yield
+        finally:
+            _RUNS.reset(token)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _RecordedOutputs(Runner):
@@ -434,26 +501,10 @@ def _folder_candidate(target: str, path: Path, precision: Precision) -> _Candida
         tensors = lambda: OpenVinoTensors(path)  # noqa: E731
 
     def open_runner():
-        runner = _platform_runner(target, path, precision)
-        if runner is not None:
-            return runner
-        if suffix == ".onnx":
-            return OrtRunner(path)
-        if suffix == ".xml":
-            return openvino_runner(path)
-        return None
+        return _isolated("platform", path, f"{target} {path}", target, precision)
 
     return _Candidate(target, str(path), precision, open_runner, tensors,
                       path if suffix in (".onnx", ".xml") else None)
-
-
-def _platform_runner(target: str, path: Path, precision: Precision):
-    """The runner the target's own platform opens for the artifact, when it is known."""
-    try:
-        platform = resolve_target(TargetSpec.parse(target))
-        return platform().open(Artifact(target, path, precision))
-    except ConvertkitError:
-        return None
 
 
 def _read_folder_report(folder: Path) -> dict[str, Any]:
@@ -487,6 +538,10 @@ def _run_and_compare(candidate: _Candidate, ref: _Reference, options: ConvertOpt
                                   ), None
         with runner:
             outputs = runner.run_samples(evidence.samples)
+    except _NoRuntime:
+        return ArtifactResult(candidate.target, Status.BUILT, candidate.path,
+                              precision.value, budget,
+                              notes=(*candidate.notes, "not run: no runtime for it here")), None
     except ConvertkitError as error:
         log.debug("candidate %s failed", candidate.target, exc_info=True)
         return ArtifactResult(candidate.target, Status.ERROR, candidate.path,

@@ -13,7 +13,7 @@ from typing import Any
 
 from convertkit import __version__
 from convertkit.adapters import Lowered, LowerRequest, detect_framework, lower
-from convertkit.build_steps import HUB_MODEL, BuildContext
+from convertkit.build_steps import BUILD_LOG, HUB_MODEL, BuildContext
 from convertkit.checker.budgets import CHECK_RULE, budget_table_dict, load_budget_file
 from convertkit.checker.samples import check_readable
 from convertkit.checker.verdict import Evidence
@@ -55,7 +55,6 @@ from convertkit.staging import check_output_folder, protected_inputs, relocate, 
 log = logging.getLogger(__name__)
 
 LOG_FILE = Path("logs") / "export.log"
-BUILD_LOG = Path("logs") / "build.log"  # what the builds, runtimes and checks printed
 WORK_DIR = Path(".work")  # scratch inside the staged output, removed before it lands
 
 

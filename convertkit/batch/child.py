@@ -34,8 +34,9 @@ def main(payload_path: str, result_path: str) -> int:
     from convertkit.reports.terminal import format_table
 
     spec = ConversionSpec.from_dict(payload["conversion"])
-    # The job's own limits (set above, and its timeout in the batch) bound the run.
-    options = replace(spec.options, timeout=0, memory_mb=0)
+    # The job's limits are the conversion's (the batch also enforces them from outside).
+    options = replace(spec.options, timeout=payload["timeout_s"],
+                      memory_mb=payload["memory_mb"] or 0)
     try:
         report = convert(spec.source, payload["out"], options, force=True,
                          progress=lambda message: print(f"... {message}", flush=True))

@@ -76,7 +76,8 @@ def run_job(job: JobSpec, context: JobContext) -> JobOutcome:
         result_path = Path(scratch, "result.json")
         payload_path.write_text(json.dumps({
             "conversion": job.conversion.to_dict(), "out": str(folder),
-            "memory_mb": job.limits.memory_mb, "parent_pid": os.getpid()}))
+            "memory_mb": job.limits.memory_mb, "timeout_s": job.limits.timeout_s,
+            "parent_pid": os.getpid()}))
         command = [*isolated_module("convertkit.batch.child"), str(payload_path),
                    str(result_path)]
         with log.open("w", encoding="utf-8", errors="replace") as log_file:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -14,8 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import convertkit
 from convertkit.checker.samples import load_samples
 from convertkit.ir import optimize as optimize_module
-from convertkit.ir.preflight import OrtKernelOps, Requirements
-from convertkit.platforms.cpu import OrtCpuPlatform
+from tests.plugins import install_plugin, use_plugin
 
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend/test/data/light"
 
@@ -49,15 +47,45 @@ def _scale_first_initializer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def test_an_optimisation_that_changes_results_is_a_failed_check(tmp_path: Path,
                                                                 monkeypatch) -> None:
+    """The worker's hub and check steps, run in this process with a broken pass added
+    (no pass convertkit ships is known to change results): the hub fails its check, and
+    the note blames the optimisation, since the export as written passes."""
+    from convertkit.build_steps import (
+        HUB_MODEL,
+        BuildContext,
+        build_and_check_step,
+        build_hub_step,
+    )
+    from convertkit.options import ConvertOptions
+    from convertkit.platforms import BuildOptions
+    from convertkit.records import decode
+    from convertkit.spec import InputSpec
+
+    model = _dynamic_cnn(tmp_path / "m.onnx")
+    recorded = convertkit.convert(str(model), tmp_path / "recorded", inputs=["x:2x3x8x8"],
+                                  optimize=False)  # its check inputs and reference outputs
+    assert recorded.exit_code == 0
+    staging = tmp_path / "staging"
+    (staging / ".work").mkdir(parents=True)
+    shutil.copy(model, staging / ".work/lowered.onnx")
+    exported = staging / ".work/exported.onnx"
     monkeypatch.setattr(optimize_module, "PASSES",
                         [*optimize_module.PASSES, ("broken test pass", _scale_first_initializer)])
 
-    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out")
+    hub = build_hub_step({"staging": str(staging), "lowered": str(staging / ".work/lowered.onnx"),
+                          "exported": str(exported), "opset": None, "optimize": True})
+    context = BuildContext(staging, (InputSpec.parse("x:2x3x8x8"),),
+                           tmp_path / "recorded/check/inputs.npz",
+                           tmp_path / "recorded/check/reference.npz", None, ConvertOptions(),
+                           BuildOptions(), {})
+    result = decode(build_and_check_step({
+        "context": context.to_payload(), "target": "onnx", "platform": "onnx",
+        "precision": "fp32", "out_dir": str(staging / HUB_MODEL.parent),
+        "exported": str(exported), "localize_in": None}))
 
-    assert report.exit_code == 1
-    onnx_artifact = report.artifacts[0]
-    assert onnx_artifact.status == "fail"
-    assert any("graph optimisation changed the results" in n for n in onnx_artifact.notes)
+    assert "broken test pass" in str(hub["hub"])
+    assert result.status == "fail"
+    assert any("graph optimisation changed the results" in n for n in result.notes)
 
 
 def test_opset_down_conversion_of_a_real_model_is_checked(cli, tmp_path: Path) -> None:
@@ -76,14 +104,21 @@ def test_opset_down_conversion_of_a_real_model_is_checked(cli, tmp_path: Path) -
     assert [a["status"] for a in down.report["artifacts"]] == ["pass", "pass"]
 
 
-class StaticOpset13Cpu(OrtCpuPlatform):
-    """Stands for an NPU toolchain's demands (static shapes, an old opset) while running
-    on ONNX Runtime, so the prepared model is really checked."""
+# Stands for an NPU toolchain's demands (static shapes, an old opset) while running on
+# ONNX Runtime, so the prepared model is really checked; a plug-in, as builds run in the
+# worker process.
+STATIC_OPSET13 = """
+from typing import ClassVar
+from convertkit.ir.preflight import OrtKernelOps, Requirements
+from convertkit.platforms.cpu import OrtCpuPlatform
 
+
+class StaticOpset13Cpu(OrtCpuPlatform):
     name: ClassVar[str] = "static13"
     is_family_default: ClassVar[bool] = False
     requirements: ClassVar[Requirements] = Requirements(
         ops=OrtKernelOps(), max_opset=13, static_shapes=True, source="test")
+"""
 
 
 def _dynamic_cnn(path: Path) -> Path:
@@ -98,20 +133,16 @@ def _dynamic_cnn(path: Path) -> Path:
     return path
 
 
-def _use_static_platform(monkeypatch) -> None:
-    import convertkit.registry as registry
-
-    real = registry.resolve_target
-    monkeypatch.setattr(registry, "resolve_target",
-                        lambda t: StaticOpset13Cpu if t.toolchain == "static13" else real(t))
+def _static_platform(folder: Path) -> Path:
+    return install_plugin(folder, "static13_plugin", STATIC_OPSET13, {
+        "convertkit.platforms": "static13 = static13_plugin:StaticOpset13Cpu"})
 
 
 def test_static_shape_target_gets_a_fixed_and_converted_model(tmp_path: Path,
                                                               monkeypatch) -> None:
-    _use_static_platform(monkeypatch)
-
-    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
-                                inputs=["x:2x3x8x8"], targets=["cpu:static13"])
+    with use_plugin(_static_platform(tmp_path / "plugin"), monkeypatch):
+        report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
+                                    inputs=["x:2x3x8x8"], targets=["cpu:static13"])
 
     assert report.exit_code == 0
     artifact = report.artifacts[1]
@@ -128,10 +159,9 @@ def test_static_shape_target_gets_a_fixed_and_converted_model(tmp_path: Path,
 
 def test_static_shape_target_without_concrete_dims_is_rejected(tmp_path: Path,
                                                                monkeypatch) -> None:
-    _use_static_platform(monkeypatch)
-
-    report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
-                                targets=["cpu:static13"])
+    with use_plugin(_static_platform(tmp_path / "plugin"), monkeypatch):
+        report = convertkit.convert(str(_dynamic_cnn(tmp_path / "m.onnx")), tmp_path / "out",
+                                    targets=["cpu:static13"])
 
     assert report.exit_code == 3
     assert "needs static shapes: pass -i x:" in report.artifacts[1].error["message"]

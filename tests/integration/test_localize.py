@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 
 from tests.models.onnx_models import consumer_of, random_weight_model, scale_initializer
+from tests.plugins import install_plugin, use_plugin
 
 MODELS = "tests/models/torch_models.py"
 BERT_INPUTS = ("-i", "input_ids:1x12:int64", "-i", "attention_mask:1x12:int64")
@@ -92,23 +93,41 @@ def test_openvino_ir_is_checked_and_localised(cli, tmp_path) -> None:
     assert repro["reproduced"] is False and repro["note"]
 
 
+# A platform plug-in whose build is broken: cpu:ort's build with one weight scaled. The
+# builds run in the worker process, so the plug-in is installed as a user would (a
+# distribution on PYTHONPATH), not patched into this process.
+BROKEN_ORT = """
+import numpy, onnx
+from onnx import numpy_helper
+from convertkit.platforms.cpu import OrtCpuPlatform
+
+
+class BrokenOrt(OrtCpuPlatform):
+    name = "ortbroken"
+    is_family_default = False
+
+    def build(self, *args, **kwargs):
+        artifact = super().build(*args, **kwargs)
+        model = onnx.load(str(artifact.path))
+        tensor = next(t for t in model.graph.initializer if t.name == {weight!r})
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 1.5,
+                                                tensor.name))
+        onnx.save(model, str(artifact.path))
+        return artifact
+"""
+
+
 def test_convert_localises_a_failed_artifact_against_the_hub(tmp_path, monkeypatch) -> None:
     import convertkit
-    from convertkit.platforms.cpu import OrtCpuPlatform
 
     original = random_weight_model("light_squeezenet.onnx", tmp_path / "squeezenet.onnx")
     weight = "fire4/expand3x3_w_0"
-    build = OrtCpuPlatform.build
-
-    def build_with_a_wrong_weight(self, *args, **kwargs):
-        artifact = build(self, *args, **kwargs)
-        scale_initializer(artifact.path, artifact.path, weight, 1.5)  # a broken build
-        return artifact
-
-    monkeypatch.setattr(OrtCpuPlatform, "build", build_with_a_wrong_weight)
+    plugin = install_plugin(tmp_path / "plugin", "broken_ort", BROKEN_ORT.format(
+        weight=weight), {"convertkit.platforms": "ortbroken = broken_ort:BrokenOrt"})
     out = tmp_path / "out"
 
-    report = convertkit.convert(str(original), out, targets=["cpu:ort"])
+    with use_plugin(plugin, monkeypatch):
+        report = convertkit.convert(str(original), out, targets=["cpu:ortbroken"])
 
     assert report.exit_code == 1
     hub, cpu = report.artifacts
@@ -123,11 +142,11 @@ def test_convert_localises_a_failed_artifact_against_the_hub(tmp_path, monkeypat
     assert [name for name, _ in node.differing_constants] == [weight]
     assert cpu.localization.only_in_reference > 0
     assert cpu.localization.repro is not None and cpu.localization.repro.reproduced
-    assert (out / "repro/cpu-ort/command.sh").is_file()
+    assert (out / "repro/cpu-ortbroken/command.sh").is_file()
     assert {"report.json", "report.html", "junit.xml"} <= {p.name for p in out.iterdir()}
-    assert str(out / "repro/cpu-ort/reference.onnx") in cpu.localization.repro.command
+    assert str(out / "repro/cpu-ortbroken/reference.onnx") in cpu.localization.repro.command
     # Every path names where the file is once OUT has landed, not the staging folder.
     assert (cpu.localization.reference, cpu.localization.candidate) == (
-        "onnx/model.onnx", "cpu-ort/model.onnx")
+        "onnx/model.onnx", "cpu-ortbroken/model.onnx")
     for name in ("report.json", "report.html", "junit.xml"):
         assert ".partial-" not in (out / name).read_text(), name

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from convertkit import toolchains
+from convertkit import toolchain_lock, toolchains
 from convertkit.errors import MissingDependencyError, UsageError
 from convertkit.toolchains import Toolchain
 from tests.conftest import run_cli
@@ -42,13 +42,17 @@ def _register(patch: pytest.MonkeyPatch, *registered: Toolchain) -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Toolchain:
+    """Pinned in tiny.in and locked, hashes and all, by the real lock command."""
     folder = tmp_path_factory.mktemp("tiny-toolchain")
-    requirements = folder / "tiny.txt"
-    requirements.write_text("six==1.16.0\n# no-deps: python-dateutil==2.9.0.post0\n")
-    return Toolchain(name="tiny", description="six and dateutil, as a stand-in toolkit",
-                     requirements=requirements, probe=("six", "dateutil"),
-                     packages=("six", "python-dateutil"),
-                     fixes=lambda root: [f"nothing to fix in {root.name}"])
+    (folder / "tiny.in").write_text("six==1.16.0\n# no-deps: python-dateutil==2.9.0.post0\n")
+    toolchain = Toolchain(name="tiny", description="six and dateutil, as a stand-in toolkit",
+                          requirements=folder / "tiny.txt", probe=("six", "dateutil"),
+                          packages=("six", "python-dateutil"),
+                          fixes=lambda root: [f"nothing to fix in {root.name}"])
+    locked = toolchain_lock.lock(toolchain, progress=lambda _: None)
+    assert {(p.name.lower(), p.no_deps) for p in locked} == {
+        ("six", False), ("python-dateutil", True)}  # dateutil's own need of six: not added
+    return toolchain
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,7 @@ def test_install_records_versions_fixes_and_python(registry: Path) -> None:
     assert status.versions == {"six": "1.16.0", "python-dateutil": "2.9.0.post0"}
     assert status.python_version.startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
     marker = json.loads((registry / "tiny" / toolchains.MARKER).read_text())
-    assert marker["fixes"] == ["pip install --no-deps python-dateutil==2.9.0.post0",
-                               "nothing to fix in tiny"]
+    assert marker["fixes"] == ["nothing to fix in tiny"]
 
 
 def test_second_install_is_a_no_op(registry: Path) -> None:

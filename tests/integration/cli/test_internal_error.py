@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 from tests.models.onnx_models import conv_relu_model
+from tests.plugins import install_plugin
 
 PLUGIN = '''
 from convertkit.platforms import Platform
@@ -42,13 +43,8 @@ class BrokenPlatform(Platform):
 
 def _install_plugin(folder: Path) -> dict[str, str]:
     """broken_plugin.py and its dist-info (entry point convertkit.platforms: broken)."""
-    folder.mkdir()
-    (folder / "broken_plugin.py").write_text(PLUGIN)
-    info = folder / "broken_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[convertkit.platforms]\nbroken = broken_plugin:BrokenPlatform\n")
+    install_plugin(folder, "broken_plugin", PLUGIN,
+                   {"convertkit.platforms": "broken = broken_plugin:BrokenPlatform"})
     return dict(os.environ, PYTHONPATH=f"{folder}{os.pathsep}{ROOT}")
 
 

@@ -5,10 +5,17 @@ costs that target only; the report is written and nothing is left beside OUT."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import ROOT
+from tests.models.onnx_models import conv_relu_model
+from tests.plugins import install_plugin
 
 # Blocks on a FIFO nobody writes to: the run can only end by its time limit.
 BLOCKING_SOURCE = """\
@@ -132,4 +139,48 @@ def test_a_runtime_that_aborts_costs_its_candidate_only(cli, tmp_path: Path,
     assert chosen["chosen"] and chosen["latency_ms"] is not None
     assert not (tmp_path / "out" / "cpu" / "ort-int8").exists()  # its half-built folder
     assert (tmp_path / "out" / "logs" / "build.log").is_file()
+    assert leftovers(tmp_path) == []
+
+
+# A vendor runtime that aborts the process running the model, in `check` only (the
+# variable is the test's switch): convert builds and checks it normally.
+ABORTING_RUNTIME = """
+import os
+from convertkit.platforms.cpu import OrtCpuPlatform
+
+
+class AbortingOrt(OrtCpuPlatform):
+    is_family_default = False
+
+    def open(self, artifact):
+        runner = super().open(artifact)
+        if os.environ.get("ABORT_IN_CHECK"):
+            runner.run_samples = lambda samples: os.abort()
+        return runner
+"""
+
+
+def test_a_runtime_that_aborts_in_check_costs_its_candidate_only(tmp_path: Path) -> None:
+    plugin = install_plugin(tmp_path / "plugin", "aborting_ort", ABORTING_RUNTIME,
+                            {"convertkit.platforms": "aborting = aborting_ort:AbortingOrt"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin), str(ROOT)]))
+    model = conv_relu_model(tmp_path / "model.onnx")
+
+    def convertkit(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "convertkit", *args], cwd=tmp_path,
+                              env={**env, **extra}, capture_output=True, text=True,
+                              timeout=600)
+
+    built = convertkit("convert", str(model), "-t", "cpu:aborting", "-t", "cpu:ort",
+                       "-o", "built")
+    checked = convertkit("check", "built", "built", "-o", "checked", ABORT_IN_CHECK="1")
+
+    assert built.returncode == 0, built.stderr
+    assert checked.returncode == 3, checked.stderr
+    report = json.loads((tmp_path / "checked/report.json").read_text())
+    statuses = {a["target"]: a["status"] for a in report["artifacts"]}
+    assert statuses == {"onnx": "pass", "cpu:aborting": "error", "cpu:ort": "pass"}
+    aborted = next(a for a in report["artifacts"] if a["target"] == "cpu:aborting")
+    assert "crashed (SIGABRT)" in aborted["error"]["message"]
+    assert (tmp_path / "checked/logs/build.log").is_file()
     assert leftovers(tmp_path) == []
