@@ -398,16 +398,17 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def limit_memory(memory_mb: int | None) -> None:
-    """Cap this process's heap and anonymous mappings (RLIMIT_DATA) at ``memory_mb``; its
-    children inherit the cap. An allocation beyond it fails (MemoryError in Python)."""
+def limit_memory(memory_mb: int | None, which: int = resource.RLIMIT_DATA) -> None:
+    """Cap this process's heap and anonymous mappings (RLIMIT_DATA, or ``which``) at
+    ``memory_mb``; its children inherit the cap. An allocation beyond it fails
+    (MemoryError in Python)."""
     if not memory_mb:
         return
     limit = int(memory_mb) << 20
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    resource.setrlimit(which, (limit, hard))
 
 
 def _prepare_child(memory_mb: str) -> None:

@@ -19,12 +19,14 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from convertkit.isolation import limit_memory
+
 _PR_SET_PDEATHSIG = 1
 
 
 def main(payload_path: str, result_path: str) -> int:
     payload = json.loads(Path(payload_path).read_text())
-    _limit_memory(payload.get("memory_mb"))
+    limit_memory(payload.get("memory_mb"), resource.RLIMIT_AS)  # the job's address space
     _die_with_parent(payload["parent_pid"])
 
     from convertkit.batch.manifest import ConversionSpec
@@ -65,16 +67,6 @@ def main(payload_path: str, result_path: str) -> int:
         print(format_table(report))
     print(f"status: {report.status}   report: {payload['out']}/report.json", flush=True)
     return report.exit_code
-
-
-def _limit_memory(memory_mb: int | None) -> None:
-    if memory_mb is None:
-        return
-    limit = int(memory_mb) << 20
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.integration.security.test_bounded_runs import BLOCKING_SOURCE
 
 # Builds a model, but first writes into OUT, as another process could while the run works.
 INTRUDING_SOURCE = """\
@@ -22,17 +23,6 @@ from pathlib import Path
 def build():
     (Path({out!r}) / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
     (Path({out!r}) / "notes.txt").write_text("the user's notes")
-    return torch.nn.Linear(4, 3)
-"""
-
-# Blocks on a FIFO until the test writes to it: the run is in flight until then.
-BLOCKING_SOURCE = """\
-import torch
-
-
-def build():
-    with open({fifo!r}) as gate:
-        gate.read()
     return torch.nn.Linear(4, 3)
 """
 
