@@ -94,7 +94,10 @@ def _lower(framework: str, source: SourceRef, options: ConvertOptions, scratch: 
     from convertkit.ir.validate import validate_and_infer
 
     request = LowerRequest(source, options, scratch / "work")
-    lowered = lower(framework, request, log_path=scratch / "export.log", echo=echo)
+    # The log goes with the scratch folder before the user reads an error's hint: name it
+    # the way `check` without -o does, not by a path that will not be there.
+    lowered = lower(framework, request, log_path=scratch / "export.log", echo=echo,
+                    log_shown_as="the export log (rerun with --debug to see it live)")
     validate_and_infer(lowered.onnx_path, scratch / "model.onnx")
     return scratch / "model.onnx"
 
