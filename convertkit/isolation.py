@@ -168,7 +168,8 @@ def run_in_child(
         with log_path.open("a", encoding="utf-8", errors="replace") as log:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env={**child_environment(), **(environment or {})},
+                stdin=subprocess.DEVNULL,
+                env={**child_environment(), "TMPDIR": _own_temp(scratch), **(environment or {})},
             )
             pump = threading.Thread(target=_pump, args=(process.stdout, log, echo), daemon=True)
             pump.start()
@@ -253,9 +254,11 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("a", encoding="utf-8", errors="replace")
         command = [*isolated_python(_WORKER_MAIN), str(request_read), str(result_write)]
+        self._scratch = tempfile.TemporaryDirectory(prefix="convertkit-worker-")
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=child_environment(), pass_fds=(request_read, result_write))
+            env={**child_environment(), "TMPDIR": _own_temp(self._scratch.name)},
+            pass_fds=(request_read, result_write))
         os.close(request_read)
         os.close(result_write)
         self._pump = threading.Thread(target=_pump, args=(self._process.stdout, self._log,
@@ -289,10 +292,19 @@ class Worker:
         returncode = process.wait()
         self._pump.join()
         self._log.close()
+        self._scratch.cleanup()
         for fd in (self._requests, self._results):
             if fd >= 0:
                 os.close(fd)
         return returncode
+
+
+def _own_temp(scratch: str) -> str:
+    """A temporary folder for one child, removed with ``scratch``: what frameworks leave
+    in TMPDIR (autograph's generated files, torchinductor's caches) goes with it."""
+    folder = Path(scratch, "tmp")
+    folder.mkdir(exist_ok=True)
+    return str(folder)
 
 
 def _timeout(what: str, timeout_s: float | None) -> tuple[float | None, bool]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+import glob
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +191,14 @@ class SourceRef:
                 hint="pass an existing model file or folder, or FILE.py:NAME / module:NAME",
                 code="source-not-found",
             )
+        special = _special_files(self.path)
+        if special:
+            raise UsageError(
+                f"source {self.path}: {special[0]} is a {special[1]}, not a regular file; "
+                "nothing was read",
+                hint="a model's files must be regular files (a FIFO or device would block "
+                "or never end the read): copy the real file in its place",
+                code="source-not-regular")
         if self.path.is_file():
             try:
                 with self.path.open("rb") as handle:
@@ -224,3 +235,45 @@ def existing_file(path: str | Path | None, option: str, *,
         raise UsageError(f"{option} file not found: {path}", hint=f"pass an existing {option} file",
                          code="file-not-found")
     return path
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+_MAX_SCANNED = 20_000
+
+
+def _special_files(path: Path) -> tuple[Path, str] | None:
+    """The first file of a model source that is not a regular file or folder (followed
+    through symbolic links), and what it is: the source itself, the files beside a file
+    source that share its name (model.json + model.pdiparams), or anything inside a
+    folder source (a SavedModel's fingerprint.pb). A framework would block on a FIFO, or
+    read a device without end."""
+    if path.is_dir():
+        candidates = _walk(path)
+    else:
+        candidates = [path, *(p for p in path.parent.glob(f"{glob.escape(path.stem)}.*")
+                              if p != path)]
+    for candidate in candidates:
+        try:
+            mode = candidate.stat().st_mode
+        except OSError:
+            continue  # missing or dangling: reported where it is read
+        for is_kind, kind in _SPECIAL_KINDS:
+            if is_kind(mode):
+                return candidate, kind
+    return None
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The entries below ``folder``, without following links to folders (bounded)."""
+    found, pending = [], [folder]
+    while pending and len(found) < _MAX_SCANNED:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            found.append(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return found

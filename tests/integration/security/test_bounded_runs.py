@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.security.fuzzing import build_seed
 from tests.models.onnx_models import conv_relu_model
 from tests.plugins import install_plugin
 
@@ -184,3 +185,21 @@ def test_a_runtime_that_aborts_in_check_costs_its_candidate_only(tmp_path: Path)
     assert "crashed (SIGABRT)" in aborted["error"]["message"]
     assert (tmp_path / "checked/logs/build.log").is_file()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("kind", "member"), [("savedmodel", "fingerprint.pb"),
+                                              ("paddle", "inference.pdiparams")])
+def test_a_fifo_inside_a_model_is_refused_before_anything_reads_it(
+        cli, tmp_path: Path, kind: str, member: str) -> None:
+    """Found by the fuzzer: a framework blocked on the FIFO until --timeout."""
+    seed = build_seed(kind, tmp_path / kind)
+    folder = seed.path if seed.path.is_dir() else seed.path.parent
+    (folder / member).unlink()
+    os.mkfifo(folder / member)
+
+    result = cli("convert", str(seed.path), *seed.args, "-t", "onnx", "--timeout", "600",
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 2, result.stderr
+    assert f"{member} is a FIFO, not a regular file" in one_error(result.stderr)
+    assert not (tmp_path / "out").exists()
