@@ -89,8 +89,9 @@ def test_a_failing_candidate_writes_every_report_and_a_repro(tmp_path):
     assert artifact.status == Status.FAIL
     assert artifact.localization is not None and artifact.localization.node.name == "mm"
     assert artifact.duration_s is not None
-    assert sorted(p.name for p in out.iterdir()) == ["check", "junit.xml", "report.html",
-                                                     "report.json", "repro"]
+    assert sorted(p.name for p in out.iterdir()) == ["check", "junit.xml", "logs",
+                                                     "report.html", "report.json", "repro"]
+    assert (out / "logs" / "build.log").is_file()  # what the runs printed
     data = json.loads((out / "report.json").read_text())
     assert data["command"] == "check" and data["exit_code"] == 1
     assert data["artifacts"][0]["localization"]["node"]["name"] == "mm"
