@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,9 @@ def test_inspect_meets_the_timeout_too(cli, tmp_path: Path) -> None:
 
     assert result.exit_code == 3, result.stderr
     assert "--timeout 5 s" in one_error(result.stderr)
+    # Found by the fuzzer: the hint named a log in the scratch folder inspect had removed.
+    assert not re.findall(r"/\S+\.log", result.stderr), result.stderr
+    assert "rerun with --debug" in result.stderr
 
 
 def test_a_source_that_allocates_without_end_meets_the_memory_limit(cli, tmp_path: Path) -> None:
