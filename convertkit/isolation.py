@@ -40,9 +40,8 @@ from typing import Any
 
 from convertkit.config import child_environment
 from convertkit.errors import ConversionError, ConvertkitError, first_line
+from convertkit.options import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
-DEFAULT_TIMEOUT_S = 1800.0
-DEFAULT_MEMORY_MB = 8192
 # The folder the convertkit package was imported from: added to a child's sys.path, so
 # that a child finds convertkit where this process found it (an installed package, or a
 # source checkout on PYTHONPATH, which -E makes the child ignore).

@@ -28,8 +28,13 @@ from typing import Any
 
 from convertkit.dependencies import require
 from convertkit.errors import ConvertkitError, UsageError, did_you_mean
-from convertkit.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
-from convertkit.options import ConvertOptions, option_field, option_fields
+from convertkit.options import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    ConvertOptions,
+    option_field,
+    option_fields,
+)
 from convertkit.registry import resolve_target
 from convertkit.spec import SourceRef, TargetSpec
 
