@@ -12,7 +12,11 @@ the references from the staged output folder.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +27,7 @@ import onnx
 
 from convertkit.checker.budgets import Budget, BudgetTable, budget_for, load_budget_file
 from convertkit.checker.diagnosis import localize_against_hub
+from convertkit.checker.source_map import locate
 from convertkit.checker.verdict import Evidence, judge
 from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError
@@ -31,12 +36,13 @@ from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.io import load_model
 from convertkit.ir.prepare import prepare
 from convertkit.ir.validate import validate_and_infer
+from convertkit.mixed_precision import OVERRIDE_FILE
 from convertkit.options import ConvertOptions
 from convertkit.platforms import Artifact, BuildOptions, Platform, Runner, plan_target
 from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.records import encode
 from convertkit.registry import load_platforms
-from convertkit.reports.record import ArtifactResult, error_record
+from convertkit.reports.record import ArtifactResult, KeptNode, MixedPrecision, error_record
 from convertkit.selection import time_interleaved
 from convertkit.spec import InputSpec, Precision, Status, TargetSpec
 
@@ -157,7 +163,24 @@ def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:
 # --- building and checking one target ----------------------------------------------------
 
 def build_and_check(context: BuildContext, platform: Platform, target: TargetSpec,
-                    precision: Precision, out_dir: Path) -> ArtifactResult:
+                    precision: Precision, out_dir: Path,
+                    keep_fp32: tuple[str, ...] = ()) -> ArtifactResult:
+    """Build ``target`` into ``out_dir`` and judge it on the evaluation samples. An int8
+    build that misses its budget is retried with mixed precision where the platform can
+    keep nodes in fp32 (``keep_fp32``: the nodes a retry keeps)."""
+    result = _build_and_check(context, platform, target, precision, out_dir, keep_fp32)
+    if (result.status == Status.FAIL and result.precision == Precision.INT8.value
+            and not keep_fp32 and context.options.mixed_precision
+            and platform.keeps_nodes_in_fp32):
+        return _retry_mixed(context, platform, target, out_dir, result)
+    return result
+
+
+def _build_and_check(context: BuildContext, platform: Platform, target: TargetSpec,
+                     precision: Precision, out_dir: Path,
+                     keep_fp32: tuple[str, ...],
+                     mixed: Mapping[str, Any] | None = None) -> ArtifactResult:
+    """``mixed``: what mixed_precision.json says besides the platform's own override."""
     staging = context.staging
     hub_model, hub_info = _hub(staging / HUB_MODEL)
     try:
@@ -168,12 +191,15 @@ def build_and_check(context: BuildContext, platform: Platform, target: TargetSpe
                 hint="`convertkit inspect MODEL -t TARGET` shows what the target accepts",
                 code="preflight-rejected",
             )
-        options = replace(context.build_options, precision=precision)
+        options = replace(context.build_options, precision=precision, keep_fp32=keep_fp32)
         model_path = prepare(staging / HUB_MODEL, plan, context.inputs,
                              out_dir / "prepared.onnx")
         artifact = platform.build(model_path, target, out_dir, options)
         if model_path.parent == out_dir and model_path not in (artifact.path, *artifact.files):
             remove_model(model_path)  # an intermediate the platform copied or compiled
+        if mixed is not None:
+            record = {**mixed, "override": dict(artifact.override)}
+            (out_dir / OVERRIDE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         notes = tuple(f"prepared: {change}" for change in plan.changes) + artifact.notes
         relative = str(artifact.path.relative_to(staging))
         budget = context.budget(artifact.precision)
@@ -205,6 +231,136 @@ def build_and_check(context: BuildContext, platform: Platform, target: TargetSpe
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
+
+
+def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
+                 out_dir: Path, failed: ArtifactResult) -> ArtifactResult:
+    """``failed``, an int8 build over its budget, rebuilt with the fewest nodes kept in
+    fp32 that meet the budget on the calibration samples (mixed_precision.py), then judged
+    on the evaluation samples like any build; ``failed`` with a note saying why not when
+    the search finds no such set within its cap."""
+    from convertkit import mixed_precision as mp
+
+    def noted(note: str) -> ArtifactResult:
+        return replace(failed, notes=(*failed.notes, f"mixed precision: {note}"))
+
+    if not context.build_options.calibration_is_real:
+        return noted("not tried: the calibration samples are generated, and a search tuned "
+                     "on them proves nothing (pass --data or --calib-data)")
+    hub_path = context.staging / HUB_MODEL
+    hub_model, _ = _hub(hub_path)
+    quantisable = mp.quantisable_nodes(hub_model)
+    cap = max(1, int(len(quantisable) * mp.MAX_KEPT_SHARE))
+    try:
+        ranking, outcome = _search_mixed(context, platform, target, out_dir.parent, cap)
+    except ConvertkitError as error:
+        log.debug("the mixed-precision search failed", exc_info=True)
+        return noted(f"the search failed: {error.message}")
+    if not outcome.passed:
+        return noted(f"no set of at most {cap} of the {len(quantisable)} quantisable nodes "
+                     f"kept in fp32 met the int8 budget on the calibration samples "
+                     f"({len(outcome.trials)} build(s)); the search stops there rather than "
+                     "keep most of the model in fp32")
+    by_name = {node.name: node for node in hub_model.graph.node}
+    losses = {r.name: r.loss_db for r in ranking}
+    macs = mp.node_macs(hub_model)
+    kept = tuple(KeptNode(name, by_name[name].op_type, losses.get(name), macs.get(name, 0),
+                          locate(by_name[name])) for name in outcome.kept)
+    share = sum(k.macs for k in kept) / max(1, sum(macs.values()))
+    pure = _pure_int8_text(failed)
+    staging = context.staging
+    record = MixedPrecision(kept, len(quantisable), share,
+                            str((out_dir / mp.OVERRIDE_FILE).relative_to(staging)),
+                            len(outcome.trials), pure)
+    details = {"summary": record.summary(), "precision": "int8", "kept_in": "fp32",
+               "quantisable_nodes": len(quantisable), "mac_share": share,
+               "kept": [k.to_dict() for k in kept],
+               "search": {"cap": cap, "ranked": [vars(r) for r in ranking],
+                          "builds": [{"top": k, "kept": n, "met_budget": ok}
+                                     for k, n, ok in outcome.trials],
+                          "judged_on": "the calibration samples, against the hub ONNX "
+                                       "model's outputs"},
+               "pure_int8": pure}
+    # Built beside the pure int8 folder, which it replaces only once it is built.
+    final = out_dir.with_name(f".mixed-{out_dir.name}")
+    shutil.rmtree(final, ignore_errors=True)
+    result = _build_and_check(context, platform, target, Precision.INT8, final, outcome.kept,
+                              details)
+    if result.status == Status.ERROR:
+        shutil.rmtree(final, ignore_errors=True)
+        error = result.error["message"] if result.error else "?"
+        return noted(f"the build keeping {len(kept)} node(s) in fp32 failed: {error}")
+    shutil.rmtree(out_dir)
+    final.rename(out_dir)
+    path = str(out_dir.relative_to(staging) / Path(result.path or "").relative_to(
+        final.relative_to(staging)))
+    kept_text = "; ".join(k.describe() for k in kept)
+    return replace(result, path=path, mixed_precision=record,
+                   notes=(f"mixed precision: {record.summary()}: {kept_text}",
+                          f"mixed precision: the pure int8 build missed its budget ({pure})",
+                          *result.notes))
+
+
+def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
+                  folder: Path, cap: int) -> tuple[list[Any], Any]:
+    """Rank the nodes on an ONNX QDQ proxy and search (mixed_precision.py), building each
+    trial in a scratch folder inside ``folder`` and judging it on the calibration samples
+    against the hub model's outputs."""
+    from convertkit import mixed_precision as mp
+    from convertkit.platforms.calibration import calibration_samples
+    from convertkit.platforms.cpu import quantize_int8
+
+    hub_path = context.staging / HUB_MODEL
+    hub_model, hub_info = _hub(hub_path)
+    options = replace(context.build_options, precision=Precision.INT8)
+    samples = calibration_samples(options, hub_path, "the mixed-precision search")
+    plan = plan_target(platform, target, hub_model, hub_info, context.inputs)
+    budget = _search_budget(context)
+    with OrtRunner(hub_path) as runner:
+        evidence = Evidence.of(samples, runner.run_samples(samples))
+    with tempfile.TemporaryDirectory(prefix=".mixed-search-", dir=folder) as scratch_dir:
+        scratch = Path(scratch_dir)
+        proxy = scratch / "proxy.onnx"
+        (scratch / "quantize").mkdir()
+        quantize_int8(hub_path, proxy, scratch / "quantize", options)
+        ranking = mp.rank_nodes(hub_path, proxy, samples)
+        trials = itertools.count()
+
+        def meets_budget(kept: tuple[str, ...]) -> bool:
+            trial = scratch / f"trial-{next(trials)}"
+            model = prepare(hub_path, plan, context.inputs, trial / "prepared.onnx")
+            artifact = platform.build(model, target, trial,
+                                      replace(options, keep_fp32=kept))
+            runner = platform.open(artifact)
+            if runner is None:
+                return False
+            with runner:
+                verdict = judge(runner.run_samples(samples), evidence, budget)
+            shutil.rmtree(trial, ignore_errors=True)
+            return verdict.status == Status.PASS
+
+        outcome = mp.search([r.name for r in ranking],
+                            lambda name: mp.keep_closure(hub_model, name), cap, meets_budget)
+    return ranking, outcome
+
+
+def _search_budget(context: BuildContext) -> Budget:
+    """The int8 budget the search holds each trial to on the calibration samples, which
+    carry no labels: with labels in the run, top-1 agreement with the fp32 model of at
+    least 1 - max_accuracy_drop, which bounds the accuracy the trial can lose there."""
+    budget = context.budget(Precision.INT8)
+    if context.labels_path is not None and budget.max_accuracy_drop is not None:
+        floor = 1.0 - budget.max_accuracy_drop / 100.0
+        budget = replace(budget, min_top1=max(budget.min_top1 or 0.0, floor))
+    return budget
+
+
+def _pure_int8_text(failed: ArtifactResult) -> str:
+    if failed.accuracy:
+        return (f"top-1 {failed.accuracy['artifact_top1']:.1f}% against the source's "
+                f"{failed.accuracy['source_top1']:.1f}%")
+    cosines = [m.cosine for m in failed.outputs if m.cosine is not None]
+    return f"cosine {min(cosines):.4f}" if cosines else "over its budget"
 
 
 def _layer_analysis(runner: Runner, feeds: Mapping[str, np.ndarray]) -> list[dict]:

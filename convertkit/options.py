@@ -240,6 +240,13 @@ class ConvertOptions:
         commands=("convert",),
         help="Constant folding, dead-node removal and standard fusions on the ONNX model "
         "(checked like every artifact)."))
+    mixed_precision: bool = field(default=True, metadata=_flag(
+        "--mixed-precision/--no-mixed-precision", parse=_switch, is_switch=True,
+        commands=("convert",),
+        help="When an int8 build misses its budget, keep its most sensitive nodes in fp32, "
+        "as few as the budget allows (searched on the calibration samples, at most half "
+        "the quantisable nodes), and check the result like any artifact (cpu:ort, "
+        "cpu:openvino)."))
     # -- the check ------------------------------------------------------------------------
     data: Path | None = field(default=None, metadata=_flag(
         "--data", parse=_path, metavar="FILE.npz|DIR",

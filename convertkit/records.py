@@ -20,6 +20,8 @@ import numpy as np
 # "module:Class" of every record that may cross; enums included.
 RECORD_CLASSES = (
     "convertkit.reports.record:ArtifactResult",
+    "convertkit.reports.record:MixedPrecision",
+    "convertkit.reports.record:KeptNode",
     "convertkit.checker.budgets:Budget",
     "convertkit.checker.metrics:OutputMetrics",
     "convertkit.checker.localize:Localization",

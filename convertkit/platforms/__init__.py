@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import onnx
@@ -37,6 +37,9 @@ class BuildOptions:
     # The samples the check will run, for a toolkit that can only simulate a model in the
     # process that built it (rknn-toolkit2): never to tune anything on.
     evaluation_path: Path | None = None
+    # int8: nodes of the ONNX model (by name) to keep out of quantisation, in fp32
+    # (mixed_precision.py finds them); only platforms with keeps_nodes_in_fp32 take them.
+    keep_fp32: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Artifact:
     checked_in: str = ""
     # The build tuned itself on the calibration samples (int8 ranges, an fp16 keep list).
     calibrated: bool = False
+    # int8 with nodes kept in fp32: the build's own way of saying which (e.g.
+    # {"onnxruntime": {"nodes_to_exclude": [...]}}), for mixed_precision.json.
+    override: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Runner(Protocol):
@@ -101,6 +107,9 @@ class Platform(Protocol):
     # Without its toolchain it still writes the inputs for that toolchain on another
     # machine (status `prepared`); `convertkit targets` then says `prepares`.
     prepares_when_missing: ClassVar[bool] = False
+    # Its int8 builds can keep named ONNX nodes in fp32 (BuildOptions.keep_fp32), so a
+    # failed int8 build is retried with mixed precision (mixed_precision.py).
+    keeps_nodes_in_fp32: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:

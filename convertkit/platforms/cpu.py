@@ -43,6 +43,7 @@ class OrtCpuPlatform(Platform):
     name: ClassVar[str] = "ort"
     family: ClassVar[Family] = Family.CPU
     is_family_default: ClassVar[bool] = True
+    keeps_nodes_in_fp32: ClassVar[bool] = True  # quantize_static's nodes_to_exclude
     description: ClassVar[str] = ("ONNX Runtime, graph optimisations applied offline "
                                   "(fp32; int8 by onnxruntime.quantization)")
     # ONNX Runtime reads models from opset 7 on (onnxruntime.ai/docs/reference/compatibility).
@@ -75,10 +76,18 @@ class OrtCpuPlatform(Platform):
             _drop_folded_initializer_inputs(onnx_path, model)
             files = sorted(out_dir.glob("model.onnx*"))
             files.append(_write_session_file(out_dir, LOAD_TIME_OPTIMIZATION_LEVEL, None))
+            override = ({"onnxruntime": {
+                "nodes_to_exclude": list(options.keep_fp32),
+                "how": "onnxruntime.quantization.quantize_static(model_input, model_output, "
+                       "reader, quant_format=QuantFormat.QDQ, per_channel=True, "
+                       "activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, "
+                       "calibrate_method=CalibrationMethod.MinMax, "
+                       "nodes_to_exclude=nodes_to_exclude)"}} if options.keep_fp32 else {})
             return Artifact(str(target), model, Precision.INT8, tuple(files),
                             notes=(*notes, f"graph optimised when loaded, at "
                                    f"{LOAD_TIME_OPTIMIZATION_LEVEL}; load it with the "
-                                   f"settings in {SESSION_FILE}"), calibrated=calibrated)
+                                   f"settings in {SESSION_FILE}"), calibrated=calibrated,
+                            override=override)
         files = _optimize_offline(onnx_path, out_dir)
         return Artifact(str(target), files[0], Precision.FP32, tuple(files),
                         notes=(f"graph optimised offline at {OFFLINE_OPTIMIZATION_LEVEL}; "
@@ -197,7 +206,8 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
     try:
         if dynamic:
             quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8,
-                             per_channel=False, use_external_data_format=large)
+                             per_channel=False, use_external_data_format=large,
+                             nodes_to_exclude=list(options.keep_fp32))
             notes.append(f"int8: dynamic quantisation (int8 weights, activations quantised at "
                          f"run time) because {why}; static calibration suits such models worse")
             return tuple(notes), False
@@ -214,7 +224,8 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
-                        use_external_data_format=large)
+                        use_external_data_format=large,
+                        nodes_to_exclude=list(options.keep_fp32))
     except ConversionError:
         raise
     except Exception as exc:
@@ -224,6 +235,9 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
             code="quantization-failed") from exc
     notes.append(f"int8: static QDQ quantisation (per-channel int8 weights, int8 activations, "
                  f"MinMax calibration on {len(samples)} sample(s)) because {why}")
+    if options.keep_fp32:
+        notes.append(f"int8: {len(options.keep_fp32)} node(s) kept in fp32 "
+                     f"(nodes_to_exclude): {', '.join(options.keep_fp32)}")
     notes.extend(calibration_notes(options))
     return tuple(notes), True
 

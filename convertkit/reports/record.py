@@ -15,6 +15,7 @@ from convertkit.spec import Status
 
 if TYPE_CHECKING:
     from convertkit.checker.localize import Localization
+    from convertkit.checker.source_map import SourceLocation
     from convertkit.selection import CandidateRecord
 
 SCHEMA_VERSION = 1
@@ -22,6 +23,49 @@ SCHEMA_VERSION = 1
 
 def error_record(error: ConvertkitError) -> dict[str, Any]:
     return {**error.to_dict(), "exit_code": error.exit_code}
+
+
+@dataclass(frozen=True)
+class KeptNode:
+    """One node an int8 build keeps in fp32 (mixed_precision.py)."""
+
+    name: str  # in the hub ONNX model
+    op: str
+    loss_db: float | None  # SQNR it lost in the int8 proxy; None: kept for a node it feeds
+    macs: int  # multiply-accumulates per run (0: not a Conv/Gemm/MatMul)
+    source: SourceLocation | None = None
+
+    def describe(self) -> str:
+        """'node_conv2d_1 Conv, layer `body.2` (digits.py:28)'."""
+        where = self.source.describe() if self.source is not None else ""
+        return f"{self.name} {self.op}" + (f", {where}" if where else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "loss_db": self.loss_db, "macs": self.macs,
+                "source": self.source.to_dict() if self.source else None}
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """An int8 artifact with some nodes kept in fp32, and how the search found them."""
+
+    kept: tuple[KeptNode, ...]
+    quantisable: int  # nodes of the model the quantiser quantises
+    mac_share: float  # of the model's Conv/Gemm/MatMul MACs, kept in fp32 (0..1)
+    override_file: str  # relative to the output folder: the vendor's own override
+    builds: int  # int8 builds the search tried on the calibration samples
+    pure_int8: str = ""  # how the build with every node quantised did
+
+    def summary(self) -> str:
+        """'int8 with 3 of 13 nodes in fp32 (45% of MACs)'."""
+        return (f"int8 with {len(self.kept)} of {self.quantisable} nodes in fp32 "
+                f"({self.mac_share:.0%} of MACs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "kept": [k.to_dict() for k in self.kept],
+                "quantisable_nodes": self.quantisable, "mac_share": self.mac_share,
+                "override_file": self.override_file, "builds": self.builds,
+                "pure_int8": self.pure_int8}
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,8 @@ class ArtifactResult:
     # When the build tuned itself on calibration samples: where they came from
     # (checker.samples.SampleSet.record()); "real": false is a smoke test, not evidence.
     calibration: dict[str, Any] | None = None
+    # int8 with nodes kept in fp32, when the pure int8 build missed its budget
+    mixed_precision: MixedPrecision | None = None
 
     @property
     def is_calibrated_on_generated(self) -> bool:
@@ -66,6 +112,8 @@ class ArtifactResult:
             "layer_analysis": list(self.layer_analysis),
             "samples": self.samples, "accuracy": self.accuracy,
             "calibration": self.calibration,
+            "mixed_precision": (self.mixed_precision.to_dict() if self.mixed_precision
+                                else None),
         }
 
 
