@@ -315,7 +315,9 @@ def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     options = replace(context.build_options, precision=Precision.INT8)
     samples = calibration_samples(options, hub_path, "the mixed-precision search")
     plan = plan_target(platform, target, hub_model, hub_info, context.inputs)
-    budget = _search_budget(context)
+    # The calibration samples carry no labels: the int8 budget's cosine and top-k
+    # agreement with the fp32 model judge each trial; labels judge the final build.
+    budget = context.budget(Precision.INT8)
     with OrtRunner(hub_path) as runner:
         evidence = Evidence.of(samples, runner.run_samples(samples))
     with tempfile.TemporaryDirectory(prefix=".mixed-search-", dir=folder) as scratch_dir:
@@ -342,17 +344,6 @@ def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
         outcome = mp.search([r.name for r in ranking],
                             lambda name: mp.keep_closure(hub_model, name), cap, meets_budget)
     return ranking, outcome
-
-
-def _search_budget(context: BuildContext) -> Budget:
-    """The int8 budget the search holds each trial to on the calibration samples, which
-    carry no labels: with labels in the run, top-1 agreement with the fp32 model of at
-    least 1 - max_accuracy_drop, which bounds the accuracy the trial can lose there."""
-    budget = context.budget(Precision.INT8)
-    if context.labels_path is not None and budget.max_accuracy_drop is not None:
-        floor = 1.0 - budget.max_accuracy_drop / 100.0
-        budget = replace(budget, min_top1=max(budget.min_top1 or 0.0, floor))
-    return budget
 
 
 def _pure_int8_text(failed: ArtifactResult) -> str:

@@ -100,6 +100,7 @@ class OpenVinoCpuPlatform(Platform):
     name: ClassVar[str] = "openvino"
     family: ClassVar[Family] = Family.CPU
     is_family_default: ClassVar[bool] = False
+    keeps_nodes_in_fp32: ClassVar[bool] = True  # NNCF's ignored_scope
     description: ClassVar[str] = ("OpenVINO IR (model.xml/.bin) for the CPU: fp32 (f32 hint), "
                                   "bf16 where the CPU has it, int8 by NNCF")
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32, Precision.BF16,
@@ -143,8 +144,14 @@ class OpenVinoCpuPlatform(Platform):
         notes.append(f"compile with INFERENCE_PRECISION_HINT={hint} (written to {COMPILE_FILE}); "
                      "OpenVINO's own default on a bf16-capable CPU is bf16")
         files = (xml, xml.with_suffix(".bin"), out_dir / COMPILE_FILE)
+        override = ({"nncf": {
+            "ignored_scope": {"names": result["ignored"]},
+            "onnx_nodes": list(options.keep_fp32),
+            "how": "nncf.quantize(openvino.convert_model('model.onnx'), dataset, "
+                   "subset_size=N, ignored_scope=nncf.IgnoredScope(names=names))"}}
+            if options.keep_fp32 else {})
         return Artifact(str(target), xml, precision, files, notes=tuple(notes),
-                        calibrated=precision == Precision.INT8)
+                        calibrated=precision == Precision.INT8, override=override)
 
     def open(self, artifact: Artifact) -> OpenVinoRunner:
         settings = json.loads((artifact.path.parent / COMPILE_FILE).read_text())
@@ -170,7 +177,8 @@ def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: Bui
             samples = calibration_samples(options, onnx_path, "int8 calibration")
             save_samples(calibration, samples)
             transformer, why = is_transformer_like(onnx_path)
-            payload.update(calibration=str(calibration), transformer=transformer)
+            payload.update(calibration=str(calibration), transformer=transformer,
+                           keep_fp32=list(options.keep_fp32))
             notes.append("int8: NNCF post-training quantisation"
                          + (" with model_type=TRANSFORMER" if transformer else "")
                          + f" ({why})")
@@ -178,7 +186,8 @@ def convert_to_ir(onnx_path: Path, xml: Path, precision: Precision, options: Bui
         result = run_in_child("convertkit.platforms.openvino:build_in_child", payload,
                               what="the OpenVINO build", log_path=out_dir / BUILD_LOG,
                               timeout_s=BUILD_TIMEOUT_S)
-    return {"notes": notes + result["notes"], "outputs": result["outputs"]}
+    return {"notes": notes + result["notes"], "outputs": result["outputs"],
+            "ignored": result.get("ignored", [])}
 
 
 # Ops that compute nothing: never exposed or compared.
@@ -277,19 +286,45 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
                                    "lacks; try another --opset",
                               code="openvino-convert-failed") from exc
     notes = []
+    ignored: list[str] = []
     if payload["precision"] == Precision.INT8.value:
-        model = _quantize_with_nncf(model, payload)
+        ignored = openvino_names(model, onnx.load(payload["onnx"], load_external_data=False),
+                                 payload.get("keep_fp32", []))
+        model = _quantize_with_nncf(model, payload, ignored)
         notes.append(f"NNCF {_version('nncf')}")
+        if ignored:
+            notes.append(f"int8: {len(payload['keep_fp32'])} ONNX node(s) kept in fp32 by "
+                         f"NNCF's ignored_scope, as OpenVINO op(s) {', '.join(ignored)}")
     compress = bool(payload.get("compress_to_fp16", False))
     ov.save_model(model, payload["xml"], compress_to_fp16=compress)
     graph = onnx.load(payload["onnx"], load_external_data=False).graph
     weights = ("weights stored in fp16 (compress_to_fp16=True)" if compress else
                "weights kept in fp32 (compress_to_fp16=False)")
     return {"notes": [f"OpenVINO {ov.__version__.split('-')[0]}, {weights}", *notes],
-            "outputs": [o.name for o in graph.output]}
+            "outputs": [o.name for o in graph.output], "ignored": ignored}
 
 
-def _quantize_with_nncf(model, payload: dict[str, Any]):
+def openvino_names(model, onnx_model, nodes: list[str]) -> list[str]:
+    """The OpenVINO ops the ONNX frontend made of the ONNX ``nodes``. It names an op after
+    its ONNX node, or the node's name plus a suffix when one node becomes several (a Conv
+    with a bias: ``node/WithoutBiases`` and the Add ``node``); an op that writes a graph
+    output may take the output's name instead, so ops are also matched by the tensor
+    names they write."""
+    wanted = set(nodes)
+    outputs = {name: node.name for node in onnx_model.graph.node if node.name in wanted
+               for name in node.output if name}
+    found = []
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        written = {tensor for port in op.outputs() for tensor in port.get_names()}
+        matches = (name in wanted or name.split("/", 1)[0] in wanted
+                   or any(outputs.get(tensor) for tensor in written))
+        if matches and op.get_type_name() not in NON_COMPUTING_OPS:
+            found.append(name)
+    return found
+
+
+def _quantize_with_nncf(model, payload: dict[str, Any], ignored: list[str]):
     nncf = require("nncf", name="NNCF", extra="openvino", needed_for="OpenVINO int8 needs it")
     from convertkit.checker.samples import load_samples
 
@@ -306,6 +341,8 @@ def _quantize_with_nncf(model, payload: dict[str, Any]):
     options: dict[str, Any] = {"subset_size": len(samples)}
     if payload.get("transformer"):
         options["model_type"] = nncf.ModelType.TRANSFORMER
+    if ignored:
+        options["ignored_scope"] = nncf.IgnoredScope(names=ignored)
     try:
         return nncf.quantize(model, nncf.Dataset(samples), **options)
     except ConvertkitError:

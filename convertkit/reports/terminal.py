@@ -55,6 +55,10 @@ def format_findings(report: Report) -> list[str]:
     lines = _evidence_lines(report)
     for artifact in report.artifacts:
         lines.extend(_candidate_lines(artifact))
+        if artifact.mixed_precision is not None:
+            mixed = artifact.mixed_precision
+            lines.append(f"{artifact.target}: {mixed.summary()}: "
+                         + "; ".join(k.describe() for k in mixed.kept))
         if artifact.accuracy:
             lines.append(_accuracy_line(artifact))
         if artifact.checked_in and artifact.status in (Status.PASS, Status.FAIL):
