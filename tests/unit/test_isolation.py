@@ -175,3 +175,74 @@ def test_the_child_dies_with_a_killed_parent(tmp_path):
         time.sleep(0.05)
 
     assert gone, f"child {child} still runs after its parent was killed"
+
+
+# --- the Worker: one child for a run's steps ----------------------------------------------
+
+def _worker_call(worker, function: str, payload: dict, **options):
+    return worker.call(f"tests.unit.child_steps:{function}", payload, what="the test step",
+                       **options)
+
+
+def test_a_worker_runs_steps_one_after_another_in_one_process(tmp_path):
+    from convertkit.isolation import Worker
+
+    with Worker(tmp_path / "build.log") as worker:
+        first = _worker_call(worker, "returns_value", {"numbers": [1]})
+        second = _worker_call(worker, "returns_value", {"numbers": [2, 3]})
+
+    assert (first["doubled"], second["doubled"]) == ([2], [4, 6])
+    assert first["pid"] == second["pid"] != os.getpid()
+    log = (tmp_path / "build.log").read_text()
+    assert log.count("--- step: the test step") == 2
+
+
+def test_a_step_that_crashes_the_worker_is_its_error_and_the_next_gets_a_new_one(tmp_path):
+    from convertkit.isolation import Worker
+
+    with Worker(tmp_path / "build.log") as worker:
+        before = _worker_call(worker, "returns_value", {"numbers": [1]})
+        with pytest.raises(ConversionError) as caught:
+            _worker_call(worker, "crashes", {"how": "abort"})
+        after = _worker_call(worker, "returns_value", {"numbers": [1]})
+
+    assert caught.value.code == "child-crashed"
+    assert caught.value.message == "the test step crashed (SIGABRT): about to crash"
+    assert before["pid"] != after["pid"]
+
+
+def test_a_step_past_its_time_is_stopped_and_the_next_gets_a_new_worker(tmp_path):
+    from convertkit.isolation import Worker
+
+    pid_file = tmp_path / "pid"
+    with Worker(tmp_path / "build.log") as worker:
+        with pytest.raises(ConversionError) as caught:
+            _worker_call(worker, "sleeps", {"pid_file": str(pid_file)}, timeout_s=2)
+        after = _worker_call(worker, "returns_value", {"numbers": [1]})
+
+    assert caught.value.code == "timeout"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # the stopped worker is gone
+    assert after["doubled"] == [2]
+
+
+def test_an_unexpected_exception_in_a_step_is_a_bug_with_its_traceback(tmp_path):
+    from convertkit.isolation import ChildBug, Worker
+
+    with Worker(tmp_path / "build.log") as worker, pytest.raises(ChildBug) as caught:
+        _worker_call(worker, "raises_value_error", {})
+
+    assert caught.value.type_name == "ValueError"
+    assert "raises_value_error" in caught.value.child_traceback
+
+
+def test_steps_share_the_run_deadline(tmp_path):
+    from convertkit.isolation import Worker, run_limits
+
+    with run_limits(timeout_s=0.001), Worker(tmp_path / "build.log") as worker:
+        time.sleep(0.01)
+        with pytest.raises(ConversionError) as caught:
+            _worker_call(worker, "returns_value", {"numbers": [1]})
+
+    assert caught.value.code == "timeout"
+    assert "was not started" in caught.value.message
