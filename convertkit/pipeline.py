@@ -254,7 +254,8 @@ def _select_cpu(steps: _TargetSteps, precision: Precision | None,
             result.latency_ms, worst.max_abs if worst else None,
             min((m.cosine for m in result.outputs if m.cosine is not None), default=None),
             reason=reason, calibrated_on_generated=unproven,
-            accuracy_drop=result.accuracy["drop"] if result.accuracy else None))
+            accuracy_drop=result.accuracy["drop"] if result.accuracy else None,
+            mixed=result.mixed_precision.summary() if result.mixed_precision else ""))
     progress("timing the candidates that passed, in turn")
     timings = _time_candidates(steps, found, results, records)
     for index, timing in timings.items():

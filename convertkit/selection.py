@@ -121,6 +121,8 @@ class CandidateRecord:
     accuracy_drop: float | None = None  # with labels: points of top-1 accuracy it lost
     spread_ms: float | None = None  # interquartile range of its timed runs
     round_ms: tuple[float, ...] = ()  # its timed runs, one per round, in round order
+    # int8 that missed its budget and passed with nodes kept in fp32: MixedPrecision.summary()
+    mixed: str = ""
 
     @property
     def runs(self) -> int | None:
@@ -138,7 +140,7 @@ class CandidateRecord:
                 "round_ms": [round(t, 4) for t in self.round_ms],
                 "max_abs": self.max_abs, "cosine": self.cosine, "chosen": self.chosen,
                 "reason": self.reason, "calibrated_on_generated": self.calibrated_on_generated,
-                "accuracy_drop": self.accuracy_drop}
+                "accuracy_drop": self.accuracy_drop, "mixed": self.mixed}
 
 
 NOT_EVIDENCE = "not chosen: calibrated on generated inputs"

@@ -119,6 +119,8 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
         detail = f"  {c.reason[:70]}" if c.reason else ""
         if c.accuracy_drop is not None:
             detail = f"  accuracy -{c.accuracy_drop:.2f} pts{detail}"
+        if c.mixed:
+            detail = f"  {c.mixed}{detail}"
         lines.append(f"  {c.target + ' ' + c.precision:<22} {c.status.value:<6} {timing}"
                      f"  max abs {_number(c.max_abs)}{mark}{detail}")
     lines += [f"  {note}" for note in artifact.notes[:1] if note.startswith("chose ")]

@@ -79,3 +79,34 @@ def test_int8_broken_by_an_outlier_passes_with_a_few_nodes_kept(cli, outlier, ta
         assert override["override"]["nncf"]["onnx_nodes"] == kept
         assert override["override"]["nncf"]["ignored_scope"]["names"]
     assert f"int8 with {len(kept)} of {QUANTISABLE_NODES} nodes in fp32" in mixed.stdout
+
+
+def test_mixed_int8_candidates_take_part_in_cpu_selection(cli, outlier, tmp_path) -> None:
+    """`-t cpu` with real samples and labels: each int8 candidate that pure int8 breaks is
+    rebuilt mixed and competes with its nodes kept; the candidate chosen passes."""
+    trained, weights = outlier
+    out = tmp_path / "cpu"
+    result = cli("convert", SOURCE, "--weights", str(weights), "-i", DIGITS_INPUT, "-t", "cpu",
+                 "--data", str(trained.heldout), "--labels", str(trained.labels),
+                 "--report-format", "json", out=out)
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (cpu,) = [a for a in result.report["artifacts"] if a["target"] == "cpu"]
+    assert cpu["status"] == "pass"
+    (chosen,) = [c for c in cpu["candidates"] if c["chosen"]]
+    assert chosen["status"] == "pass" and chosen["latency_ms"] is not None
+    int8 = {c["target"]: c for c in cpu["candidates"] if c["precision"] == "int8"}
+    assert set(int8) >= {"cpu:ort", "cpu:openvino"}
+    for target in ("cpu:ort", "cpu:openvino"):
+        candidate = int8[target]
+        assert candidate["mixed"].startswith("int8 with "), candidate
+        assert f"of {QUANTISABLE_NODES} nodes in fp32" in candidate["mixed"]
+        # Judged again on the held-out images, kept nodes and all: it passes and is timed.
+        assert candidate["status"] == "pass" and candidate["latency_ms"] is not None
+        assert candidate["accuracy_drop"] <= 1.0
+        folder = (out / candidate["path"]).parent
+        assert (folder / "mixed_precision.json").is_file()
+    assert all(c["mixed"] == "" for c in cpu["candidates"] if c["precision"] != "int8")
+    if chosen["precision"] == "int8":
+        assert cpu["mixed_precision"]["summary"] == chosen["mixed"]
+    assert "int8 with " in result.stdout
