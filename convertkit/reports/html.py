@@ -170,6 +170,8 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
                      f"{escape(str(calibration['source']))}"
                      + ("" if calibration.get("real") else
                         ": generated inputs, a smoke test and not evidence") + "</p>")
+    if artifact.get("mixed_precision"):
+        parts.append(_mixed_precision_section(artifact["mixed_precision"]))
     if artifact.get("error"):
         error = artifact["error"]
         parts.append(f'<p class="error">{escape(error.get("message", ""))}</p>'
@@ -195,6 +197,27 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes)
                      + "</ul>")
     return "\n".join(parts)
+
+
+def _mixed_precision_section(mixed: dict[str, Any]) -> str:
+    """The nodes an int8 build keeps in fp32 (mixed_precision.py), one row each."""
+    rows = "".join(
+        f"<tr><td><code>{escape(node['name'])}</code></td><td>{escape(node['op'])}</td>"
+        f"<td>{'-' if node.get('loss_db') is None else format(node['loss_db'], '.1f')}</td>"
+        f"<td>{node.get('macs', 0):,}</td>"
+        f"<td>{escape(_source(node.get('source')))}</td></tr>"
+        for node in mixed.get("kept", []))
+    pure = (f"<p>pure int8: {escape(mixed['pure_int8'])}</p>" if mixed.get("pure_int8")
+            else "")
+    return (f"<h3>Mixed precision</h3><p>{escape(mixed.get('summary', ''))}, found in "
+            f"{mixed.get('builds')} build(s); the backend's own override in "
+            f"<code>{escape(mixed.get('override_file', ''))}</code></p>{pure}"
+            "<table><thead><tr><th>kept node</th><th>op</th><th>SQNR lost (dB)</th>"
+            f"<th>MACs</th><th>source</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _source(source: dict[str, Any] | None) -> str:
+    return str((source or {}).get("text") or "")
 
 
 def _layer_analysis_section(rows: list[dict[str, Any]]) -> str:

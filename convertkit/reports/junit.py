@@ -102,7 +102,7 @@ def _artifact_case(artifact: dict[str, Any], classname: str) -> ET.Element:
 
 
 def _evidence(artifact: dict[str, Any]) -> list[str]:
-    """What the verdict rests on: samples, accuracy, calibration."""
+    """What the verdict rests on: samples, accuracy, calibration, nodes kept in fp32."""
     lines = []
     if artifact.get("samples"):
         lines.append(f"samples: {artifact['samples']}")
@@ -114,6 +114,12 @@ def _evidence(artifact: dict[str, Any]) -> list[str]:
         lines.append(f"calibrated on {calibration['count']} sample(s), {calibration['source']}"
                      + ("" if calibration.get("real") else
                         " (generated inputs: a smoke test, not evidence)"))
+    mixed = artifact.get("mixed_precision")
+    if mixed:
+        lines.append(f"mixed precision: {mixed.get('summary', '')}; kept in fp32: "
+                     + ", ".join(f"{node['name']} ({node['op']})"
+                                 for node in mixed.get("kept", []))
+                     + f"; override in {mixed.get('override_file', '')}")
     return lines
 
 

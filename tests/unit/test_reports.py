@@ -10,11 +10,12 @@ import pytest
 from convertkit.checker.budgets import Budget
 from convertkit.checker.localize import DivergingNode, Localization, Repro, TensorError
 from convertkit.checker.metrics import compare_output
+from convertkit.checker.source_map import SourceLocation
 from convertkit.errors import ConversionError, UsageError
 from convertkit.reports import REPORT_FILES, write_reports
 from convertkit.reports.html import render_html
 from convertkit.reports.junit import render_junit
-from convertkit.reports.record import ArtifactResult, Report, error_record
+from convertkit.reports.record import ArtifactResult, KeptNode, MixedPrecision, Report, error_record
 from convertkit.reports.terminal import format_findings
 from convertkit.spec import Status
 
@@ -126,3 +127,42 @@ def test_findings_name_the_diverging_node_and_the_repro():
     assert lines[0].startswith("cpu:ort: first diverging node: MatMul 'mm2 <x>'")
     assert lines[1].startswith("  repro: convertkit check")
     assert len(lines) == 2
+
+
+MIXED = MixedPrecision(
+    (KeptNode("node_conv2d_1", "Conv", 31.5, 294912,
+              SourceLocation("body.2", file="tests/models/digits.py", line=33)),
+     KeptNode("node_relu <r>", "Relu", None, 0)),
+    quantisable=13, mac_share=0.65, override_file="cpu/ort/mixed_precision.json", builds=2,
+    pure_int8="top-1 accuracy dropped 78.40 points")
+
+
+def _mixed_report() -> Report:
+    return Report({"text": "model.onnx"}, artifacts=(
+        ArtifactResult("cpu:ort", Status.PASS, "cpu/ort/model.onnx", "int8",
+                       mixed_precision=MIXED),
+        ArtifactResult("cpu:openvino", Status.PASS, "cpu/openvino/model.xml", "int8")),
+        version="0.1.0")
+
+
+def test_html_lists_the_nodes_an_int8_artifact_keeps_in_fp32():
+    page = render_html(_mixed_report().to_dict())
+
+    assert page.count("<h3>Mixed precision</h3>") == 1  # the pure int8 artifact has none
+    assert "int8 with 2 of 13 nodes in fp32 (65% of MACs)" in page
+    assert "found in 2 build(s)" in page and "cpu/ort/mixed_precision.json" in page
+    assert "top-1 accuracy dropped 78.40 points" in page
+    assert "<code>node_conv2d_1</code></td><td>Conv</td><td>31.5</td><td>294,912</td>" in page
+    assert "layer `body.2` (tests/models/digits.py:33)" in page
+    assert "node_relu &lt;r&gt;" in page and "node_relu <r>" not in page  # escaped
+    assert "<td>-</td><td>0</td>" in page  # kept for the node it feeds: no SQNR of its own
+
+
+def test_junit_says_which_nodes_an_int8_artifact_keeps_in_fp32():
+    cases = ET.fromstring(render_junit(_mixed_report().to_dict())).findall("testsuite/testcase")
+
+    out = cases[0].find("system-out").text
+    assert ("mixed precision: int8 with 2 of 13 nodes in fp32 (65% of MACs); kept in fp32: "
+            "node_conv2d_1 (Conv), node_relu <r> (Relu); override in "
+            "cpu/ort/mixed_precision.json") in out
+    assert cases[1].find("system-out") is None  # pure int8: nothing to say
