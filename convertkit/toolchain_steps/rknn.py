@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # layers fused into the next one are listed without numbers.
 _ANALYSIS_ROW = re.compile(r"^\[(?P<op>[^\]]+)\]\s+(?P<layer>\S+)\s+(?P<cos>\S+)\s*\|\s*"
                            r"(?P<euc>\S+)\s+(?P<single_cos>\S+)\s*\|\s*(?P<single_euc>\S+)\s*$")
+# A layer key of a .quantization.cfg ("    conv2d:"), and the suffix RKNN gives the layers
+# it lowers one ONNX op into ("_mm", "-rs"; not "_1", another tensor).
+_CFG_LAYER = re.compile(r"^    (?P<name>[^\s:][^:]*):\s*$")
+_LOWERED_SUFFIX = re.compile(r"[-_][A-Za-z][\w-]*")
 
 
 def build(payload: dict[str, Any]) -> dict[str, Any]:
@@ -117,21 +125,134 @@ def _built(payload: dict[str, Any]) -> Iterator[Any]:
     """An RKNN object holding the model built from the payload's ONNX and settings."""
     from rknn.api import RKNN
 
-    with _errors_collected():
+    def configured() -> Any:
         rknn = RKNN(verbose=False)
+        config: dict[str, Any] = {"target_platform": payload["chip"]}
+        if payload["precision"] == "int8":
+            config.update(quantized_dtype="w8a8", quantized_algorithm="normal",
+                          quantized_method="channel")
         try:
-            config: dict[str, Any] = {"target_platform": payload["chip"]}
-            if payload["precision"] == "int8":
-                config.update(quantized_dtype="w8a8", quantized_algorithm="normal",
-                              quantized_method="channel")
             _call(rknn.config, "config", **config)
+        except BaseException:
+            rknn.release()
+            raise
+        return rknn
+
+    with _errors_collected():
+        quantize = payload["precision"] == "int8"
+        if quantize and payload.get("keep_float16"):
+            with _hybrid_built(configured, payload) as rknn:
+                yield rknn
+            return
+        rknn = configured()
+        try:
             _call(rknn.load_onnx, "load_onnx", model=payload["onnx"])
-            quantize = payload["precision"] == "int8"
             _call(rknn.build, "build", do_quantization=quantize,
                   dataset=payload.get("dataset") if quantize else None)
             yield rknn
         finally:
             rknn.release()
+
+
+@contextlib.contextmanager
+def _hybrid_built(configured: Any, payload: dict[str, Any]) -> Iterator[Any]:
+    """int8 with the layers computing ``payload["keep_float16"]`` (ONNX tensor names) in
+    float16: the toolkit's hybrid quantisation. Step 1 quantises the model and writes
+    {model}.quantization.cfg into the working directory; the layers go into its
+    ``custom_quantize_layers`` section as float16; step 2 builds from the edited cfg,
+    in a second RKNN object (step 2 refuses one that loaded the ONNX: "The model already
+    exists"). With
+    ``payload["cfg_out"]`` the edited cfg is copied there, and ``payload["layers_out"]``
+    (JSON) receives the layers kept and the tensors no layer computes."""
+    layers_out = payload.get("layers_out")
+    with tempfile.TemporaryDirectory(prefix="convertkit-rknn-hybrid-") as scratch:
+        first = configured()
+        previous = os.getcwd()
+        os.chdir(scratch)  # step 1 writes its three files into the working directory
+        try:
+            _call(first.load_onnx, "load_onnx", model=payload["onnx"])
+            _call(first.hybrid_quantization_step1, "hybrid_quantization_step1",
+                  dataset=payload["dataset"], proposal=False)
+        finally:
+            os.chdir(previous)
+            first.release()
+        stem = Path(payload["onnx"]).stem
+        files = {kind: Path(scratch, f"{stem}.{kind}")
+                 for kind in ("model", "data", "quantization.cfg")}
+        missing = [str(path) for path in files.values() if not path.is_file()]
+        if missing:
+            raise ConversionError("rknn-toolkit2 hybrid_quantization_step1 wrote no "
+                                  + ", ".join(missing), hint=LOG_HINT, code="rknn-failed")
+        cfg_path = files["quantization.cfg"]
+        cfg = cfg_path.read_text()
+        layers, unmatched = hybrid_layers(cfg, payload["keep_float16"])
+        if not layers:
+            raise ConversionError(
+                "no RKNN layer computes the tensors to keep in float16 ("
+                + ", ".join(payload["keep_float16"]) + ")", hint=LOG_HINT,
+                code="rknn-hybrid-no-layers")
+        cfg_path.write_text(with_float16_layers(cfg, layers))
+        if payload.get("cfg_out"):
+            shutil.copyfile(cfg_path, payload["cfg_out"])
+        if layers_out:
+            Path(layers_out).write_text(json.dumps({"layers": layers,
+                                                    "unmatched": unmatched}))
+        rknn = configured()
+        try:
+            _call(rknn.hybrid_quantization_step2, "hybrid_quantization_step2",
+                  model_input=str(files["model"]), data_input=str(files["data"]),
+                  model_quantization_cfg=str(cfg_path))
+            yield rknn
+        finally:
+            rknn.release()
+
+
+def cfg_layers(cfg: str) -> list[str]:
+    """The layers of a .quantization.cfg: the keys of its ``quantize_parameters``."""
+    layers, inside = [], False
+    for line in cfg.splitlines():
+        if not line.startswith(" "):
+            inside = line.rstrip() == "quantize_parameters:"
+            continue
+        match = _CFG_LAYER.match(line)
+        if inside and match:
+            layers.append(match["name"])
+    return layers
+
+
+def hybrid_layers(cfg: str, tensors: list[str]) -> tuple[list[str], list[str]]:
+    """The cfg's layers that compute ``tensors`` (ONNX tensor names), and the tensors no
+    layer computes (folded into a neighbour). RKNN names a layer after the ONNX tensor it
+    computes, with a suffix where it lowered the op into several (Gemm ``linear`` becomes
+    ``linear_mm``, a Relu after it ``relu_4-rs``); a numeric suffix is another tensor."""
+    known = cfg_layers(cfg)
+    layers: list[str] = []
+    unmatched: list[str] = []
+    for tensor in tensors:
+        found = [layer for layer in known if layer == tensor or (
+            layer.startswith(tensor) and _LOWERED_SUFFIX.fullmatch(layer[len(tensor):]))]
+        layers.extend(layer for layer in found if layer not in layers)
+        if not found:
+            unmatched.append(tensor)
+    return layers, unmatched
+
+
+def with_float16_layers(cfg: str, layers: list[str]) -> str:
+    """``cfg`` with its ``custom_quantize_layers`` section listing ``layers`` as float16
+    (and whatever it listed before)."""
+    lines = cfg.splitlines()
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith("custom_quantize_layers:")), None)
+    if start is None:
+        raise ConversionError("the .quantization.cfg has no custom_quantize_layers section",
+                              hint=LOG_HINT, code="rknn-hybrid-cfg")
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" "):
+        end += 1
+    existing = lines[start].split(":", 1)[1].strip()
+    kept = [] if existing == "{}" else [line for line in lines[start + 1:end]]
+    kept.extend(f"    {layer}: float16" for layer in layers)
+    return "\n".join([*lines[:start], "custom_quantize_layers:", *kept, *lines[end:]]) + "\n"
 
 
 def _simulate(rknn: Any, payload: dict[str, Any]) -> None:

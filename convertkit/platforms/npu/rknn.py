@@ -5,6 +5,12 @@ checked in the toolkit's simulator.
 - int8: w8a8 per-channel quantisation (``quantized_algorithm='normal'``), calibrated on
   the calibration samples (never the ones the check grades), written as the dataset list
   of .npy files the toolkit reads (kept in the artifact folder under ``calibration/``).
+- int8 with nodes kept (mixed precision, BuildOptions.keep_fp32): the toolkit's hybrid
+  quantisation. RKNN keeps them in float16, its higher precision: the layers that compute
+  the nodes' ONNX output tensors (RKNN names a layer after its tensor) are listed as
+  float16 under ``custom_quantize_layers`` in the .quantization.cfg that
+  hybrid_quantization_step1 writes, and hybrid_quantization_step2 builds from it (the
+  edited cfg is kept beside the model: model.quantization.cfg).
 
 rknn-toolkit2 pins protobuf, numpy and onnx releases the main environment cannot hold,
 so it lives in the ``rknn`` toolchain environment and every call to it goes through
@@ -73,6 +79,12 @@ INT8_ONLY_CHIPS = frozenset({"rv1106", "rv1103"})
 SETTINGS_FILE = "rknn.json"
 BUILD_LOG = "rknn.log"
 SIMULATED_OUTPUTS = "simulator_outputs.npz"
+HYBRID_CFG = "model.quantization.cfg"
+HYBRID_HOW = ("rknn.load_onnx(model); rknn.hybrid_quantization_step1(dataset=dataset, "
+              "proposal=False); add the layers to custom_quantize_layers as float16 in the "
+              "{model}.quantization.cfg it writes; rknn.hybrid_quantization_step2("
+              "model_input='{model}.model', data_input='{model}.data', "
+              "model_quantization_cfg='{model}.quantization.cfg')")
 CALIBRATION_DIR = "calibration"
 STEP = "convertkit.toolchain_steps.rknn"
 BUILD_TIMEOUT_S = 3600
@@ -86,6 +98,9 @@ class RknnPlatform(Platform):
         f"Rockchip RKNN model (rknn-toolkit2 2.5.0), checked in the toolkit's simulator; "
         f"@CHIP: {', '.join(CHIPS)} (default {DEFAULT_CHIP})")
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP16, Precision.INT8)
+    # Hybrid quantisation keeps the nodes' layers in float16 (not fp32: RKNN's higher
+    # precision), see build.
+    keeps_nodes_in_fp32: ClassVar[bool] = True
     requirements: ClassVar[Requirements] = Requirements(
         ops=ListedOps(TABLES / "rknn_ops.txt",
                       source="rknn-toolkit2 2.5.0 probed op by op (onnx backend node tests "
@@ -145,12 +160,23 @@ class RknnPlatform(Platform):
                          f"{len(calibration)} sample(s) listed in "
                          f"{CALIBRATION_DIR}/{dataset.name}")
             notes.extend(calibration_notes(options))
+            if options.keep_fp32:
+                if chip in INT8_ONLY_CHIPS:
+                    raise ConversionError(
+                        f"the {chip} NPU computes int8 only: it keeps no node in float16",
+                        hint="build it in pure int8 (--no-mixed-precision)",
+                        code="rknn-int8-only")
+                settings["keep_float16"] = output_tensors(model, options.keep_fp32)
         evaluation = (_select_inputs(load_samples(options.evaluation_path),
                                     settings["input_names"])
                       if options.evaluation_path is not None else [])
         settings["simulated_samples_sha256"] = [feeds_digest(feeds) for feeds in evaluation]
         payload = _payload(settings, out_dir)
         payload["rknn"] = str(rknn_path)
+        if settings.get("keep_float16"):
+            payload["cfg_out"] = str(out_dir / HYBRID_CFG)
+            payload["layers_out"] = str(out_dir / ".hybrid_layers.json")
+            files.append(out_dir / HYBRID_CFG)
         with tempfile.TemporaryDirectory(prefix=".feeds-", dir=out_dir) as scratch:
             if evaluation:
                 # Simulated now, in the process that built the model, so that the check
@@ -162,6 +188,21 @@ class RknnPlatform(Platform):
             result = run_step(env, f"{STEP}:build", payload, what="the RKNN build",
                               log_path=out_dir / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
         settings["toolkit"] = f"rknn-toolkit2 {result['toolkit']}"
+        override: dict[str, Any] = {}
+        if settings.get("keep_float16"):
+            hybrid = json.loads(Path(payload["layers_out"]).read_text())
+            Path(payload["layers_out"]).unlink()
+            override = {"rknn": {
+                "custom_quantize_layers": {layer: "float16" for layer in hybrid["layers"]},
+                "onnx_nodes": list(options.keep_fp32),
+                "cfg": HYBRID_CFG,
+                "how": HYBRID_HOW}}
+            notes.append(
+                f"int8: {len(options.keep_fp32)} ONNX node(s) kept in float16 by hybrid "
+                f"quantisation, as RKNN layer(s) {', '.join(hybrid['layers'])} "
+                f"(custom_quantize_layers in {HYBRID_CFG})"
+                + (f"; tensor(s) {', '.join(hybrid['unmatched'])} are folded into "
+                   "other layers" if hybrid["unmatched"] else ""))
         (out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         simulator = f"the rknn-toolkit2 {result['toolkit']} simulator"
         notes.append(f"built for {chip} at {precision.value}; checked in {simulator}, which "
@@ -172,7 +213,8 @@ class RknnPlatform(Platform):
                         if evaluation else "the check rebuilds")
                      + f" from the same ONNX with the same settings ({SETTINGS_FILE})")
         return Artifact(str(target), rknn_path, precision, tuple(files), notes=tuple(notes),
-                        checked_in=simulator, calibrated=precision == Precision.INT8)
+                        checked_in=simulator, calibrated=precision == Precision.INT8,
+                        override=override)
 
     def open(self, artifact: Artifact) -> RknnSimulatorRunner:
         return RknnSimulatorRunner(artifact.path.parent)
@@ -276,6 +318,18 @@ def write_dataset(samples: list[dict[str, np.ndarray]], input_names: list[str],
     return dataset
 
 
+def output_tensors(model: onnx.ModelProto, nodes: Sequence[str]) -> list[str]:
+    """The output tensors of the ONNX nodes named ``nodes``, the names RKNN gives the
+    layers computing them."""
+    by_name = {node.name: node for node in model.graph.node}
+    unknown = [name for name in nodes if name not in by_name]
+    if unknown:
+        raise ConversionError(f"the model has no node named {', '.join(unknown)}",
+                              hint="keep nodes by their ONNX node names",
+                              code="unknown-node")
+    return [tensor for name in nodes for tensor in by_name[name].output if tensor]
+
+
 def _select_inputs(samples: Sequence[Mapping[str, np.ndarray]],
                   input_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """Each sample's arrays for the model's inputs, in input order."""
@@ -306,5 +360,7 @@ def _payload(settings: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     payload["onnx"] = str((folder / settings["onnx"]).resolve())
     if settings.get("dataset"):
         payload["dataset"] = str((folder / settings["dataset"]).resolve())
+    if settings.get("keep_float16"):
+        payload["keep_float16"] = list(settings["keep_float16"])
     return payload
 
