@@ -271,8 +271,9 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     staging = context.staging
     record = MixedPrecision(kept, len(quantisable), share,
                             str((out_dir / mp.OVERRIDE_FILE).relative_to(staging)),
-                            len(outcome.trials), pure)
-    details = {"summary": record.summary(), "precision": "int8", "kept_in": "fp32",
+                            len(outcome.trials), pure, platform.kept_precision)
+    details = {"summary": record.summary(), "precision": "int8",
+               "kept_in": platform.kept_precision,
                "quantisable_nodes": len(quantisable), "mac_share": share,
                "kept": [k.to_dict() for k in kept],
                "search": {"cap": cap, "ranked": [vars(r) for r in ranking],

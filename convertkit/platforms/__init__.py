@@ -110,6 +110,8 @@ class Platform(Protocol):
     # Its int8 builds can keep named ONNX nodes in fp32 (BuildOptions.keep_fp32), so a
     # failed int8 build is retried with mixed precision (mixed_precision.py).
     keeps_nodes_in_fp32: ClassVar[bool] = False
+    # The precision those kept nodes run at ("fp32"; RKNN's hybrid quantisation: "fp16").
+    kept_precision: ClassVar[str] = "fp32"
 
     @classmethod
     def is_available(cls) -> bool:

@@ -102,7 +102,7 @@ def _artifact_case(artifact: dict[str, Any], classname: str) -> ET.Element:
 
 
 def _evidence(artifact: dict[str, Any]) -> list[str]:
-    """What the verdict rests on: samples, accuracy, calibration, nodes kept in fp32."""
+    """What the verdict rests on: samples, accuracy, calibration, nodes kept out of int8."""
     lines = []
     if artifact.get("samples"):
         lines.append(f"samples: {artifact['samples']}")
@@ -116,7 +116,8 @@ def _evidence(artifact: dict[str, Any]) -> list[str]:
                         " (generated inputs: a smoke test, not evidence)"))
     mixed = artifact.get("mixed_precision")
     if mixed:
-        lines.append(f"mixed precision: {mixed.get('summary', '')}; kept in fp32: "
+        lines.append(f"mixed precision: {mixed.get('summary', '')}; kept in "
+                     f"{mixed.get('kept_in', 'fp32')}: "
                      + ", ".join(f"{node['name']} ({node['op']})"
                                  for node in mixed.get("kept", []))
                      + f"; override in {mixed.get('override_file', '')}")

@@ -55,14 +55,16 @@ class MixedPrecision:
     override_file: str  # relative to the output folder: the vendor's own override
     builds: int  # int8 builds the search tried on the calibration samples
     pure_int8: str = ""  # how the build with every node quantised did
+    kept_in: str = "fp32"  # the precision the kept nodes run at (RKNN: fp16)
 
     def summary(self) -> str:
         """'int8 with 3 of 13 nodes in fp32 (45% of MACs)'."""
-        return (f"int8 with {len(self.kept)} of {self.quantisable} nodes in fp32 "
+        return (f"int8 with {len(self.kept)} of {self.quantisable} nodes in {self.kept_in} "
                 f"({self.mac_share:.0%} of MACs)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "kept": [k.to_dict() for k in self.kept],
+        return {"summary": self.summary(), "kept_in": self.kept_in,
+                "kept": [k.to_dict() for k in self.kept],
                 "quantisable_nodes": self.quantisable, "mac_share": self.mac_share,
                 "override_file": self.override_file, "builds": self.builds,
                 "pure_int8": self.pure_int8}

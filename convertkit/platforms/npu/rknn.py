@@ -101,6 +101,7 @@ class RknnPlatform(Platform):
     # Hybrid quantisation keeps the nodes' layers in float16 (not fp32: RKNN's higher
     # precision), see build.
     keeps_nodes_in_fp32: ClassVar[bool] = True
+    kept_precision: ClassVar[str] = "fp16"
     requirements: ClassVar[Requirements] = Requirements(
         ops=ListedOps(TABLES / "rknn_ops.txt",
                       source="rknn-toolkit2 2.5.0 probed op by op (onnx backend node tests "

@@ -36,6 +36,7 @@ def test_int8_broken_by_an_outlier_passes_with_a_few_nodes_in_float16(
     kept = [node["name"] for node in record["kept"]]
     assert record["quantisable_nodes"] == QUANTISABLE_NODES
     assert 0 < len(kept) <= QUANTISABLE_NODES // 4
+    assert record["kept_in"] == "fp16" and " nodes in fp16 " in record["summary"]
     folder = tmp_path / "mixed" / "npu-rknn"
     override = json.loads((tmp_path / "mixed" / record["override_file"]).read_text())
     assert [node["name"] for node in override["kept"]] == kept
