@@ -37,25 +37,29 @@ def build(payload: dict[str, Any]) -> dict[str, Any]:
     """Quantise (int8) and compile ``payload["model"]`` into a context-binary model.
 
     payload: model, out_dir, precision ("int8" | "fp16"), soc_model (int), calibration
-    (a samples file; int8 only). Returns the context model, the files written, the QAIRT
+    (a samples file; int8 only), keep_fp32 (int8 only: the nodes left out of QDQ, which
+    the HTP then computes in fp16), htp_fp16 (whether the HTP runs float ops at fp16).
+    Returns the context model, the files written, the QAIRT
     SDK version the binary was built with, and notes."""
     out_dir = Path(payload["out_dir"])
     precision = payload["precision"]
     notes: list[str] = []
     source = Path(payload["model"])
     if precision == "int8":
-        source, notes = _quantize(source, out_dir, load_samples(payload["calibration"]))
+        source, notes = _quantize(source, out_dir, load_samples(payload["calibration"]),
+                                  payload.get("keep_fp32") or [])
     context_model = out_dir / CONTEXT_MODEL
     options = _session_options(fallback=False)
     options.add_session_config_entry("ep.context_enable", "1")
     options.add_session_config_entry("ep.context_file_path", str(context_model))
     options.add_session_config_entry("ep.context_embed_mode", "0")  # the binary in a .bin
-    _add_qnn(options, payload["soc_model"], precision)
+    htp_fp16 = _htp_fp16(payload)
+    _add_qnn(options, payload["soc_model"], htp_fp16)
     ort = _onnxruntime()
     try:
         session = ort.InferenceSession(str(source), sess_options=options)
     except Exception as exc:
-        raise _compile_error(exc, source, payload["soc_model"], precision) from exc
+        raise _compile_error(exc, source, payload["soc_model"], htp_fp16) from exc
     del session  # the context model is written when the session is created
     if not context_model.is_file():
         raise ConversionError(
@@ -80,7 +84,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     _context_node(context_model)
     options = _session_options(fallback=False)
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-    _add_qnn(options, payload["soc_model"], payload["precision"])
+    _add_qnn(options, payload["soc_model"], _htp_fp16(payload))
     ort = _onnxruntime()
     try:
         session = ort.InferenceSession(str(context_model), sess_options=options)
@@ -111,10 +115,18 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
     return {"outputs": names, "samples": len(samples)}
 
 
-def _quantize(model: Path, out_dir: Path,
-              samples: list[dict[str, np.ndarray]]) -> tuple[Path, list[str]]:
+def _htp_fp16(payload: dict[str, Any]) -> bool:
+    """Whether the HTP computes the float ops at fp16: every fp16 build, and an int8 build
+    that keeps nodes out of QDQ (mixed precision). Payloads without ``htp_fp16`` (older
+    artifacts) follow the precision."""
+    return bool(payload.get("htp_fp16", payload["precision"] == "fp16"))
+
+
+def _quantize(model: Path, out_dir: Path, samples: list[dict[str, np.ndarray]],
+              keep: list[str]) -> tuple[Path, list[str]]:
     """QDQ int8 (uint8 activations and weights, the HTP's native 8-bit types) with the
-    QNN configuration of onnxruntime.quantization, calibrated on ``samples``."""
+    QNN configuration of onnxruntime.quantization, calibrated on ``samples``; the nodes
+    ``keep`` names stay float (nodes_to_exclude)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
@@ -133,7 +145,8 @@ def _quantize(model: Path, out_dir: Path,
             notes.append("qnn_preprocess_model fused op patterns for QNN before quantising")
             model = preprocessed
         config = get_qnn_qdq_config(str(model), _Reader(), activation_type=QuantType.QUInt8,
-                                    weight_type=QuantType.QUInt8)
+                                    weight_type=QuantType.QUInt8,
+                                    nodes_to_exclude=list(keep) or None)
         quantize(str(model), str(quantized), config)
     except Exception as exc:
         raise ConversionError(
@@ -144,6 +157,9 @@ def _quantize(model: Path, out_dir: Path,
         preprocessed.unlink(missing_ok=True)
     notes.append(f"int8: QDQ (uint8 activations and weights, MinMax calibration on "
                  f"{len(samples)} sample(s)) by onnxruntime.quantization's QNN configuration")
+    if keep:
+        notes.append(f"int8: {len(keep)} node(s) left out of QDQ (nodes_to_exclude), computed "
+                     f"in fp16 by the HTP (enable_htp_fp16_precision): {', '.join(keep)}")
     return quantized, notes
 
 
@@ -170,7 +186,7 @@ def _qnn_preprocess(model: Path, preprocessed: Path) -> bool:
 
 
 def _compile_error(exc: Exception, model: Path, soc_model: int,
-                   precision: str) -> ConversionError:
+                   htp_fp16: bool) -> ConversionError:
     """The error for a failed compile: when CPU fallback was refused, the nodes the HTP
     backend left for the CPU, found by opening the model again with fallback allowed."""
     if FALLBACK_REFUSED not in str(exc):
@@ -179,7 +195,7 @@ def _compile_error(exc: Exception, model: Path, soc_model: int,
                                code="qnn-compile-failed")
     options = _session_options(fallback=True)
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-    _add_qnn(options, soc_model, precision)
+    _add_qnn(options, soc_model, htp_fp16)
     try:
         session = _onnxruntime().InferenceSession(str(model), sess_options=options)
         left = [(node.op_type, node.name)
@@ -247,12 +263,13 @@ def _session_options(*, fallback: bool):
     return options
 
 
-def _add_qnn(options, soc_model: int, precision: str) -> None:
+def _add_qnn(options, soc_model: int, htp_fp16: bool) -> None:
     ort = _onnxruntime()
     devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
     provider_options = {"backend_type": "htp", "soc_model": str(soc_model)}
-    if precision == "fp16":
-        # The float model's ops run at fp16 on the HTP; this needs soc_model set.
+    if htp_fp16:
+        # Float ops (the fp16 model's, or an int8 model's nodes kept out of QDQ) run at
+        # fp16 on the HTP; this needs soc_model set.
         provider_options["enable_htp_fp16_precision"] = "1"
     options.add_provider_for_devices(devices, provider_options)
 

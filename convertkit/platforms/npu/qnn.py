@@ -4,6 +4,9 @@ onnxruntime-qnn in its own toolchain environment.
 - int8 (default): the model quantised to QDQ with onnxruntime.quantization's QNN
   configuration (uint8 activations and weights), calibrated on the calibration samples
   (never the ones the check grades).
+- int8 with nodes kept (mixed precision, BuildOptions.keep_fp32): those nodes are left out
+  of QDQ (the QNN configuration's ``nodes_to_exclude``) and the HTP computes them in fp16
+  (``enable_htp_fp16_precision``), in the same context binary; HTP v69 or newer only.
 - fp16: the float model, its ops run at fp16 by the HTP (``enable_htp_fp16_precision``).
 
 Either way the artifact is a context-binary model: an ONNX file holding one EPContext node
@@ -23,12 +26,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from convertkit.checker.samples import load_samples, save_samples
-from convertkit.errors import UsageError
+from convertkit.errors import ConversionError, UsageError
 from convertkit.ir.info import OnnxInfo
 from convertkit.ir.preflight import ListedOps, Requirements
 from convertkit.platforms import (
@@ -108,6 +111,9 @@ class QnnPlatform(Platform):
         f"Qualcomm QNN HTP context binary (onnxruntime-qnn), checked in its HTP simulator; "
         f"@SOC: {DEFAULT_SOC} (default), sm8550, sm8750, sm8850 and {len(SOCS) - 4} more")
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.INT8, Precision.FP16)
+    # The kept nodes are left out of QDQ and run at fp16 on the HTP (not fp32), see build.
+    keeps_nodes_in_fp32: ClassVar[bool] = True
+    kept_precision: ClassVar[str] = "fp16"
     requirements: ClassVar[Requirements] = Requirements(
         ops=ListedOps(TABLES / "qnn_ops.txt",
                       source="onnxruntime-qnn's documentation, QNN-ExecutionProvider.md, "
@@ -140,6 +146,16 @@ class QnnPlatform(Platform):
         precision = build_precision(self, target, options)
         env = require_toolchain(TOOLCHAIN.name, needed_for=str(target))
         out_dir.mkdir(parents=True, exist_ok=True)
+        keep = list(options.keep_fp32) if precision == Precision.INT8 else []
+        if keep and soc.htp_arch < FP16_MIN_HTP_ARCH:
+            raise ConversionError(
+                f"{soc_name} has HTP v{soc.htp_arch}, which computes no fp16: it cannot keep "
+                f"nodes in higher precision than int8 (that needs HTP v{FP16_MIN_HTP_ARCH} "
+                "or newer)",
+                hint=f"build it in pure int8 (--no-mixed-precision), or target a newer SoC "
+                     f"(e.g. npu:qnn@{DEFAULT_SOC})",
+                code="qnn-no-fp16")
+        htp_fp16 = precision == Precision.FP16 or bool(keep)
         notes: list[str] = []
         with tempfile.TemporaryDirectory(prefix="convertkit-qnn-") as scratch:
             calibration = None
@@ -150,11 +166,20 @@ class QnnPlatform(Platform):
                 "model": str(onnx_path), "out_dir": str(out_dir),
                 "precision": precision.value, "soc_model": soc.soc_model,
                 "calibration": str(calibration) if calibration else None,
+                "keep_fp32": keep, "htp_fp16": htp_fp16,
             }, what="the QNN HTP build", log_path=out_dir / BUILD_LOG)
         simulator = _simulator(env, result["sdk_version"])
         settings = {"soc": soc_name, "soc_model": soc.soc_model, "htp_arch": soc.htp_arch,
-                    "precision": precision.value, "qairt_sdk": result["sdk_version"],
+                    "precision": precision.value, "htp_fp16": htp_fp16,
+                    "keep_fp32": keep, "qairt_sdk": result["sdk_version"],
                     "toolchain": env.versions, "cpu_fallback": False}
+        override: dict[str, Any] = ({"qnn": {
+            "nodes_to_exclude": keep,
+            "htp_fp16": True,
+            "how": "onnxruntime.quantization.quantize(model_input, model_output, "
+                   "get_qnn_qdq_config(model_input, reader, activation_type=QuantType.QUInt8, "
+                   "weight_type=QuantType.QUInt8, nodes_to_exclude=nodes_to_exclude)); the "
+                   "QNN execution provider with enable_htp_fp16_precision=1"}} if keep else {})
         (out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         notes = [*result["notes"], *notes,
                  f"context binary for {soc_name} (soc_model {soc.soc_model}, HTP "
@@ -164,14 +189,16 @@ class QnnPlatform(Platform):
         return Artifact(
             target=str(target), path=Path(result["context_model"]), precision=precision,
             files=(*(Path(p) for p in result["files"]), out_dir / SETTINGS_FILE),
-            notes=tuple(notes), checked_in=simulator, calibrated=precision == Precision.INT8)
+            notes=tuple(notes), checked_in=simulator, calibrated=precision == Precision.INT8,
+            override=override)
 
     def open(self, artifact: Artifact) -> QnnRunner | None:
         if toolchain_status(TOOLCHAIN.name).state != "installed":
             return None
         settings = json.loads((artifact.path.parent / SETTINGS_FILE).read_text())
         return QnnRunner(require_toolchain(TOOLCHAIN.name, needed_for="npu:qnn"),
-                         artifact.path, settings["soc_model"], settings["precision"])
+                         artifact.path, settings["soc_model"], settings["precision"],
+                         settings.get("htp_fp16", settings["precision"] == "fp16"))
 
 
 class QnnRunner(Runner):
@@ -179,11 +206,12 @@ class QnnRunner(Runner):
     loads the context binary once for every sample of the call)."""
 
     def __init__(self, env: ToolchainEnv, context_model: Path, soc_model: int,
-                 precision: str) -> None:
+                 precision: str, htp_fp16: bool) -> None:
         self._env = env
         self._context_model = context_model
         self._soc_model = soc_model
         self._precision = precision
+        self._htp_fp16 = htp_fp16
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> QnnRunner:
@@ -206,7 +234,8 @@ class QnnRunner(Runner):
         save_samples(feeds_path, samples)
         run_step(self._env, f"{STEP}:run", {
             "context_model": str(self._context_model), "soc_model": self._soc_model,
-            "precision": self._precision, "feeds": str(feeds_path),
+            "precision": self._precision, "htp_fp16": self._htp_fp16,
+            "feeds": str(feeds_path),
             "outputs": str(outputs_path),
         }, what="the QNN HTP simulator run", log_path=self._context_model.parent / BUILD_LOG)
         return load_samples(outputs_path)
