@@ -46,6 +46,32 @@ def _convert(cli, outlier, target: str, out: Path, *extra: str):
                str(trained.labels), "--report-format", "json", *extra, out=out)
 
 
+def pure_fails_and_mixed_passes(cli, outlier, target: str, out: Path,
+                                 kept_in: str) -> tuple[dict, list[str]]:
+    """Pure int8 of ``target`` fails on the outlier model; the default build passes on the
+    250 held-out images with at most a quarter of the quantisable nodes kept in
+    ``kept_in``. The passing artifact's record and the kept nodes' names (the NPU tests
+    share this)."""
+    pure = _convert(cli, outlier, target, out / "pure", "--no-mixed-precision")
+    mixed = _convert(cli, outlier, target, out / "mixed")
+
+    assert pure.exit_code == 1, pure.stderr
+    (pure_int8,) = [a for a in pure.report["artifacts"] if a["target"] == target]
+    assert pure_int8["status"] == "fail" and pure_int8["mixed_precision"] is None
+    assert pure_int8["accuracy"]["drop"] > 10
+    assert mixed.exit_code == 0, mixed.stdout + mixed.stderr
+    (artifact,) = [a for a in mixed.report["artifacts"] if a["target"] == target]
+    assert artifact["status"] == "pass" and artifact["precision"] == "int8"
+    accuracy = artifact["accuracy"]  # the 250 held-out images calibration never saw
+    assert accuracy["rows"] == 250 and accuracy["drop"] <= 1.0
+    record = artifact["mixed_precision"]
+    kept = [node["name"] for node in record["kept"]]
+    assert record["quantisable_nodes"] == QUANTISABLE_NODES
+    assert 0 < len(kept) <= QUANTISABLE_NODES // 4
+    assert record["kept_in"] == kept_in and f" nodes in {kept_in} " in record["summary"]
+    return artifact, kept
+
+
 @pytest.mark.parametrize("target", ["cpu:ort", "cpu:openvino"])
 def test_int8_broken_by_an_outlier_passes_with_a_few_nodes_kept(cli, outlier, target,
                                                                 tmp_path) -> None:

@@ -16,31 +16,18 @@ from convertkit.platforms import BuildOptions
 from convertkit.platforms.npu.qnn import QnnPlatform
 from convertkit.spec import Precision, TargetSpec
 from tests.integration.platforms.test_qnn import qnn_toolchain  # noqa: F401 (fixture)
-from tests.integration.test_mixed_precision import QUANTISABLE_NODES, _convert, outlier  # noqa: F401
+from tests.integration.test_mixed_precision import (  # noqa: F401 (fixture)
+    outlier,
+    pure_fails_and_mixed_passes,
+)
 
 TARGET = "npu:qnn"
 
 
 def test_int8_broken_by_an_outlier_passes_with_a_few_nodes_in_fp16(
         qnn_toolchain: None, cli, outlier, tmp_path) -> None:  # noqa: F811
-    pure = _convert(cli, outlier, TARGET, tmp_path / "pure", "--no-mixed-precision")
-    mixed = _convert(cli, outlier, TARGET, tmp_path / "mixed")
-
-    assert pure.exit_code == 1, pure.stderr
-    (pure_int8,) = [a for a in pure.report["artifacts"] if a["target"] == TARGET]
-    assert pure_int8["status"] == "fail" and pure_int8["mixed_precision"] is None
-    assert pure_int8["accuracy"]["drop"] > 10
-
-    assert mixed.exit_code == 0, mixed.stdout + mixed.stderr
-    (artifact,) = [a for a in mixed.report["artifacts"] if a["target"] == TARGET]
-    assert artifact["status"] == "pass" and artifact["precision"] == "int8"
-    accuracy = artifact["accuracy"]  # the 250 held-out images calibration never saw
-    assert accuracy["rows"] == 250 and accuracy["drop"] <= 1.0
+    artifact, kept = pure_fails_and_mixed_passes(cli, outlier, TARGET, tmp_path, "fp16")
     record = artifact["mixed_precision"]
-    kept = [node["name"] for node in record["kept"]]
-    assert record["quantisable_nodes"] == QUANTISABLE_NODES
-    assert 0 < len(kept) <= QUANTISABLE_NODES // 4
-    assert record["kept_in"] == "fp16" and " nodes in fp16 " in record["summary"]
     override = json.loads((tmp_path / "mixed" / record["override_file"]).read_text())
     assert [node["name"] for node in override["kept"]] == kept
     qnn = override["override"]["qnn"]
