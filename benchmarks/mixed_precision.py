@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.accuracy import convertkit  # noqa: E402 (runs the CLI, reads report.json)
 from tests.integration.test_mixed_precision import inject_outlier  # noqa: E402
 from tests.models.digits import DeeperDigitsCNN, train  # noqa: E402
 
@@ -43,17 +43,6 @@ SOURCE = "tests/models/digits.py:build_deeper"
 BUILDS = [("fp32", "fp32", ()), ("int8 pure", "int8", ("--no-mixed-precision",)),
           ("int8 mixed", "int8", ())]
 WARMUP_RUNS = 20
-
-
-def convertkit(*args: str) -> tuple[int, dict, Path]:
-    """Run the CLI into a fresh folder: (exit code, report.json or {"error": ...}, folder)."""
-    out = Path(tempfile.mkdtemp(prefix="mixed-precision-")) / "run"
-    command = [sys.executable, "-m", "convertkit", *args, "-o", str(out),
-               "--report-format", "json"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if not (out / "report.json").is_file():
-        return done.returncode, {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}, out
-    return done.returncode, json.loads((out / "report.json").read_text()), out
 
 
 def open_runner(model: Path):
