@@ -268,12 +268,13 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
                           locate(by_name[name])) for name in outcome.kept)
     share = sum(k.macs for k in kept) / max(1, sum(macs.values()))
     pure = _pure_int8_text(failed)
+    kept_in = platform.kept_precision_for(target)
     staging = context.staging
     record = MixedPrecision(kept, len(quantisable), share,
                             str((out_dir / mp.OVERRIDE_FILE).relative_to(staging)),
-                            len(outcome.trials), pure, platform.kept_precision)
+                            len(outcome.trials), pure, kept_in)
     details = {"summary": record.summary(), "precision": "int8",
-               "kept_in": platform.kept_precision,
+               "kept_in": kept_in,
                "quantisable_nodes": len(quantisable), "mac_share": share,
                "kept": [k.to_dict() for k in kept],
                "search": {"cap": cap, "ranked": [vars(r) for r in ranking],

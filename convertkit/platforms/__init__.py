@@ -122,6 +122,11 @@ class Platform(Protocol):
         """What it builds for ``target``'s device (an int8-only chip: int8 alone)."""
         return TargetPrecisions(self.precisions)
 
+    def kept_precision_for(self, target: TargetSpec) -> str:
+        """The precision kept nodes run at on ``target``'s device (``kept_precision``
+        unless the device decides: a Sophgo chip without fp16 keeps them in fp32)."""
+        return self.kept_precision
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         """Problems beyond ``requirements`` (a device name it does not know...)."""
         return []
