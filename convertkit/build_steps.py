@@ -28,7 +28,7 @@ import onnx
 from convertkit.checker.budgets import Budget, BudgetTable, budget_for, load_budget_file
 from convertkit.checker.diagnosis import localize_against_hub
 from convertkit.checker.source_map import locate
-from convertkit.checker.verdict import Evidence, judge
+from convertkit.checker.verdict import Evidence, Verdict, judge
 from convertkit.config import is_debug
 from convertkit.errors import ConversionError, ConvertkitError
 from convertkit.ir.hub import build_hub
@@ -167,12 +167,31 @@ def build_and_check(context: BuildContext, platform: Platform, target: TargetSpe
                     keep_fp32: tuple[str, ...] = ()) -> ArtifactResult:
     """Build ``target`` into ``out_dir`` and judge it on the evaluation samples. An int8
     build that misses its budget is retried with mixed precision where the platform can
-    keep nodes in fp32 (``keep_fp32``: the nodes a retry keeps)."""
+    keep nodes in fp32 (``keep_fp32``: the nodes a retry keeps). One that cannot run here
+    (`built`, `prepared`) is first judged on the platform's proxy (Platform.proxy_runner)
+    on the calibration samples, and retried when the proxy misses the budget."""
     result = _build_and_check(context, platform, target, precision, out_dir, keep_fp32)
-    if (result.status == Status.FAIL and result.precision == Precision.INT8.value
-            and not keep_fp32 and context.options.mixed_precision
-            and platform.keeps_nodes_in_fp32):
+    if (result.precision != Precision.INT8.value or keep_fp32
+            or not context.options.mixed_precision or not platform.keeps_nodes_in_fp32):
+        return result
+    if result.status == Status.FAIL:
         return _retry_mixed(context, platform, target, out_dir, result)
+    if (result.status in (Status.BUILT, Status.PREPARED) and result.path
+            and context.build_options.calibration_is_real):
+        artifact = Artifact(str(target), context.staging / result.path, Precision.INT8)
+        runner = platform.proxy_runner(artifact)
+        if runner is None:
+            return result
+        samples, evidence = _calibration_evidence(context)
+        with runner:
+            verdict = judge(runner.run_samples(samples), evidence,
+                            context.budget(Precision.INT8))
+        pure = (f"{_verdict_text(verdict)} on {len(samples)} calibration samples, "
+                f"judged on {platform.proxy_description}")
+        if verdict.status == Status.FAIL:
+            return _retry_mixed(context, platform, target, out_dir, result, pure)
+        return replace(result, notes=(*result.notes, f"mixed precision: not needed: pure "
+                                      f"int8 meets the int8 budget ({pure})"))
     return result
 
 
@@ -234,11 +253,12 @@ def _build_and_check(context: BuildContext, platform: Platform, target: TargetSp
 
 
 def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
-                 out_dir: Path, failed: ArtifactResult) -> ArtifactResult:
+                 out_dir: Path, failed: ArtifactResult, pure: str = "") -> ArtifactResult:
     """``failed``, an int8 build over its budget, rebuilt with the fewest nodes kept in
     fp32 that meet the budget on the calibration samples (mixed_precision.py), then judged
     on the evaluation samples like any build; ``failed`` with a note saying why not when
-    the search finds no such set within its cap."""
+    the search finds no such set within its cap. ``pure``: how ``failed`` missed its budget
+    where its own check did not say (it was judged on a proxy)."""
     from convertkit import mixed_precision as mp
 
     def noted(note: str) -> ArtifactResult:
@@ -252,7 +272,8 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     quantisable = mp.quantisable_nodes(hub_model)
     cap = max(1, int(len(quantisable) * mp.MAX_KEPT_SHARE))
     try:
-        ranking, outcome = _search_mixed(context, platform, target, out_dir.parent, cap)
+        ranking, outcome, judged_on = _search_mixed(context, platform, target,
+                                                    out_dir.parent, cap)
     except ConvertkitError as error:
         log.debug("the mixed-precision search failed", exc_info=True)
         return noted(f"the search failed: {error.message}")
@@ -267,7 +288,7 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     kept = tuple(KeptNode(name, by_name[name].op_type, losses.get(name), macs.get(name, 0),
                           locate(by_name[name])) for name in outcome.kept)
     share = sum(k.macs for k in kept) / max(1, sum(macs.values()))
-    pure = _pure_int8_text(failed)
+    pure = pure or _pure_int8_text(failed)
     kept_in = platform.kept_precision_for(target)
     staging = context.staging
     record = MixedPrecision(kept, len(quantisable), share,
@@ -280,8 +301,9 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
                "search": {"cap": cap, "ranked": [vars(r) for r in ranking],
                           "builds": [{"top": k, "kept": n, "met_budget": ok}
                                      for k, n, ok in outcome.trials],
-                          "judged_on": "the calibration samples, against the hub ONNX "
-                                       "model's outputs"},
+                          "judged_on": f"{judged_on or 'the build itself'}, on the "
+                                       "calibration samples, against the hub ONNX model's "
+                                       "outputs"},
                "pure_int8": pure}
     # Built beside the pure int8 folder, which it replaces only once it is built.
     final = out_dir.with_name(f".mixed-{out_dir.name}")
@@ -297,31 +319,32 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     path = str(out_dir.relative_to(staging) / Path(result.path or "").relative_to(
         final.relative_to(staging)))
     kept_text = "; ".join(k.describe() for k in kept)
+    proxied = (f"mixed precision: the search's builds were judged on {judged_on}, not on "
+               "the artifact itself (it cannot run here)",) if judged_on else ()
     return replace(result, path=path, mixed_precision=record,
                    notes=(f"mixed precision: {record.summary()}: {kept_text}",
                           f"mixed precision: the pure int8 build missed its budget ({pure})",
-                          *result.notes))
+                          *proxied, *result.notes))
 
 
 def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
-                  folder: Path, cap: int) -> tuple[list[Any], Any]:
+                  folder: Path, cap: int) -> tuple[list[Any], Any, str]:
     """Rank the nodes on an ONNX QDQ proxy and search (mixed_precision.py), building each
     trial in a scratch folder inside ``folder`` and judging it on the calibration samples
-    against the hub model's outputs."""
+    against the hub model's outputs: the trial itself where it runs here, else the
+    platform's proxy_runner, named by the third value ("" when no proxy judged)."""
     from convertkit import mixed_precision as mp
-    from convertkit.platforms.calibration import calibration_samples
     from convertkit.platforms.cpu import quantize_int8
 
     hub_path = context.staging / HUB_MODEL
     hub_model, hub_info = _hub(hub_path)
     options = replace(context.build_options, precision=Precision.INT8)
-    samples = calibration_samples(options, hub_path, "the mixed-precision search")
     plan = plan_target(platform, target, hub_model, hub_info, context.inputs)
     # The calibration samples carry no labels: the int8 budget's cosine and top-k
     # agreement with the fp32 model judge each trial; labels judge the final build.
     budget = context.budget(Precision.INT8)
-    with OrtRunner(hub_path) as runner:
-        evidence = Evidence.of(samples, runner.run_samples(samples))
+    samples, evidence = _calibration_evidence(context)
+    judged_on: set[str] = set()
     with tempfile.TemporaryDirectory(prefix=".mixed-search-", dir=folder) as scratch_dir:
         scratch = Path(scratch_dir)
         proxy = scratch / "proxy.onnx"
@@ -337,7 +360,10 @@ def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
                                       replace(options, keep_fp32=kept))
             runner = platform.open(artifact)
             if runner is None:
-                return False
+                runner = platform.proxy_runner(artifact)
+                if runner is None:
+                    return False
+                judged_on.add(platform.proxy_description)
             with runner:
                 verdict = judge(runner.run_samples(samples), evidence, budget)
             shutil.rmtree(trial, ignore_errors=True)
@@ -345,7 +371,30 @@ def _search_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
 
         outcome = mp.search([r.name for r in ranking],
                             lambda name: mp.keep_closure(hub_model, name), cap, meets_budget)
-    return ranking, outcome
+    return ranking, outcome, "; ".join(sorted(judged_on))
+
+
+def _calibration_evidence(context: BuildContext,
+                          ) -> tuple[list[dict[str, np.ndarray]], Evidence]:
+    """The calibration samples and the hub model's outputs on them: what tuning judges
+    builds against (never the evaluation samples)."""
+    from convertkit.platforms.calibration import calibration_samples
+
+    hub_path = context.staging / HUB_MODEL
+    options = replace(context.build_options, precision=Precision.INT8)
+    samples = calibration_samples(options, hub_path, "the mixed-precision search")
+    with OrtRunner(hub_path) as runner:
+        return samples, Evidence.of(samples, runner.run_samples(samples))
+
+
+def _verdict_text(verdict: Verdict) -> str:
+    """'cosine 0.4321, top-1 agreement 8.0%' for the worst output."""
+    cosines = [m.cosine for m in verdict.metrics if m.cosine is not None]
+    agreements = [m.top1_agreement for m in verdict.metrics if m.top1_agreement is not None]
+    parts = ([f"cosine {min(cosines):.4f}"] if cosines else []) + (
+        [f"top-1 agreement {min(agreements):.1%}"] if agreements else [])
+    return ", ".join(parts) or ("within its budget" if verdict.status == Status.PASS
+                                else "over its budget")
 
 
 def _pure_int8_text(failed: ArtifactResult) -> str:

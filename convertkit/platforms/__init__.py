@@ -112,6 +112,8 @@ class Platform(Protocol):
     keeps_nodes_in_fp32: ClassVar[bool] = False
     # The precision those kept nodes run at ("fp32"; RKNN's hybrid quantisation: "fp16").
     kept_precision: ClassVar[str] = "fp32"
+    # What proxy_runner runs, in words, for mixed_precision.json's "judged_on" and the notes.
+    proxy_description: ClassVar[str] = ""
 
     @classmethod
     def is_available(cls) -> bool:
@@ -139,6 +141,16 @@ class Platform(Protocol):
     def open(self, artifact: Artifact) -> Runner | None:
         """A runner for the check, or None when the artifact cannot run here."""
         ...
+
+    def proxy_runner(self, artifact: Artifact) -> Runner | None:
+        """Where ``open`` returns None: a runner for a stand-in that computes what the
+        artifact computes (gpu:tensorrt int8: ONNX Runtime running the QDQ model the engine
+        is built from), described by ``proxy_description``; None (the default) when there
+        is none. It only steers tuning on the calibration samples (whether an int8 build
+        needs mixed precision, and the mixed-precision search's trials); it never judges
+        the artifact, whose status stays `built` or `prepared`. ``artifact`` may carry only
+        its target, path and precision."""
+        return None
 
 
 def plan_target(platform: Platform, target: TargetSpec, model: onnx.ModelProto, info: OnnxInfo,
