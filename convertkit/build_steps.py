@@ -65,6 +65,8 @@ class BuildContext:
     options: ConvertOptions
     build_options: BuildOptions
     calibration: dict[str, Any]  # where the calibration samples came from (SampleSet)
+    # A decoder with a KV cache: the source's greedy decode (checker/decode.py).
+    decode_path: Path | None = None
 
     def to_payload(self) -> dict[str, Any]:
         build = self.build_options
@@ -75,7 +77,8 @@ class BuildContext:
                 "calibration_path": str(build.calibration_path or ""),
                 "calibration_is_real": build.calibration_is_real,
                 "evaluation_path": str(build.evaluation_path or ""),
-                "calibration": self.calibration}
+                "calibration": self.calibration,
+                "decode": str(self.decode_path) if self.decode_path else None}
 
     @staticmethod
     def from_payload(data: Mapping[str, Any]) -> BuildContext:
@@ -87,7 +90,7 @@ class BuildContext:
             BuildOptions(None, Path(data["calibration_path"]) if data["calibration_path"]
                          else None, data["calibration_is_real"],
                          Path(data["evaluation_path"]) if data["evaluation_path"] else None),
-            data["calibration"])
+            data["calibration"], Path(data["decode"]) if data.get("decode") else None)
 
     @property
     def evidence(self) -> Evidence:
@@ -136,12 +139,46 @@ def build_and_check_step(payload: Mapping[str, Any]) -> dict[str, Any]:
     platform = load_platforms()[payload["platform"]]()
     result = build_and_check(context, platform, target, Precision(payload["precision"]),
                              Path(payload["out_dir"]))
+    if context.decode_path is not None:
+        result = check_decode(context, platform, result)
     if result.status == Status.FAIL and payload.get("exported"):
         result = _blame_optimization(result, Path(payload["exported"]), context.evidence)
     if result.status == Status.FAIL and payload.get("localize_in"):
         result = localize_against_hub(result, context.staging, HUB_MODEL,
                                       context.evidence.samples, Path(payload["localize_in"]))
     return encode(result)
+
+
+def check_decode(context: BuildContext, platform: Platform,
+                 result: ArtifactResult) -> ArtifactResult:
+    """A decoder's artifact that ran its check: the token-by-token check besides
+    (checker/decode.py). It fails an artifact that passed the output check when its
+    decode misses the budget."""
+    from convertkit.checker.decode import (
+        CacheInputs,
+        DecodeReference,
+        compare_decode,
+        teacher_forced_logits,
+    )
+
+    if result.status not in (Status.PASS, Status.FAIL) or not result.path:
+        return result
+    cache = CacheInputs.of(_hub(context.staging / HUB_MODEL)[0])
+    precision = Precision(result.precision)
+    artifact = Artifact(result.target, context.staging / result.path, precision)
+    runner = platform.open(artifact)
+    if cache is None or runner is None:
+        return result
+    reference = DecodeReference.load(context.decode_path)
+    with runner:
+        logits = teacher_forced_logits(runner, cache, reference)
+    decode = compare_decode(logits, reference, context.budget(precision), precision)
+    status = result.status
+    notes = result.notes
+    if status == Status.PASS and not decode.within_budget:
+        status = Status.FAIL
+        notes = (*notes, f"decode check failed: {decode.note}")
+    return replace(result, status=status, decode=decode, notes=notes)
 
 
 def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:

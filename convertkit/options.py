@@ -222,6 +222,12 @@ class ConvertOptions:
         "layers); pickled objects and code in PyTorch .pt2 and --weights .pt/.pth and in "
         "Paddle --weights .pdparams (refused without it, exit 2). Only for files you "
         "trust."))
+    task: str | None = field(default=None, metadata=_flag(
+        "--task", parse=_text, metavar="TASK", source_specific=True,
+        help="A Hugging Face folder (or PreTrainedModel): what to export it as, in "
+        "Optimum's task names: text-generation-with-past (a decoder with its KV cache), "
+        "text-generation, feature-extraction, text-classification, token-classification, "
+        "fill-mask, image-classification (default: from config.json's architectures)."))
     # -- what is built --------------------------------------------------------------------
     targets: tuple[TargetSpec, ...] = field(default=(), metadata=_flag(
         "-t", "--target", parse=_targets, metavar="TARGET", repeatable=True,
@@ -277,6 +283,10 @@ class ConvertOptions:
         "--budget-file", parse=_path, commands=_CHECK_COMMANDS, metavar="FILE.toml",
         help="A TOML file of budgets per precision, e.g. [fp16] atol = 0.02 rtol = 0.02; "
         "--atol/--rtol override it."))
+    decode_steps: int = field(default=16, metadata=_flag(
+        "--decode-steps", parse=_whole, commands=("convert",), metavar="N",
+        help="A decoder with a KV cache: how many new tokens the token-by-token check "
+        "decodes greedily in each artifact, against transformers' own generate."))
     localize: bool = field(default=True, metadata=_flag(
         "--localize/--no-localize", parse=_switch, is_switch=True,
         commands=_CHECK_COMMANDS,

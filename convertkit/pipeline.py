@@ -137,7 +137,7 @@ def convert(
             staging, lowered.inputs, check.feeds_path, check.reference_path,
             check.labels_path, options,
             BuildOptions(None, calibration_path, calibration["real"], check.feeds_path),
-            calibration)
+            calibration, check.decode_path)
         steps = _TargetSteps(worker, context, out_path,
                              exported if hub["optimization"] else None)
         results = []

@@ -23,6 +23,7 @@ RECORD_CLASSES = (
     "convertkit.reports.record:MixedPrecision",
     "convertkit.reports.record:KeptNode",
     "convertkit.checker.budgets:Budget",
+    "convertkit.checker.decode:DecodeCheck",
     "convertkit.checker.metrics:OutputMetrics",
     "convertkit.checker.localize:Localization",
     "convertkit.checker.localize:DivergingNode",

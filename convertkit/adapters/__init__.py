@@ -86,19 +86,23 @@ class CheckData:
     calibration_path: Path
     labels_path: Path | None = None
     samples: dict = field(default_factory=dict)  # SamplePlan.record()
+    # A decoder with a KV cache: the source's greedy decode (checker/decode.py).
+    decode_path: Path | None = None
 
     def to_dict(self) -> dict:
         return {"feeds_path": str(self.feeds_path), "reference_path": str(self.reference_path),
                 "calibration_path": str(self.calibration_path),
                 "labels_path": str(self.labels_path) if self.labels_path else None,
-                "samples": self.samples}
+                "samples": self.samples,
+                "decode_path": str(self.decode_path) if self.decode_path else None}
 
     @staticmethod
     def from_dict(data: dict) -> CheckData:
         return CheckData(Path(data["feeds_path"]), Path(data["reference_path"]),
                          Path(data["calibration_path"]),
                          Path(data["labels_path"]) if data.get("labels_path") else None,
-                         data.get("samples", {}))
+                         data.get("samples", {}),
+                         Path(data["decode_path"]) if data.get("decode_path") else None)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,6 +26,7 @@ from convertkit.adapters import (
     plan_check_samples,
     save_check_data,
 )
+from convertkit.adapters.hf_folder import is_hf_folder
 from convertkit.adapters.outputs import output_name, to_numpy
 from convertkit.adapters.python_source import model_from_python, source_mentions
 from convertkit.adapters.torch_archives import check_archive, check_sample_inputs
@@ -61,10 +63,14 @@ class _LoadedModel:
 
 class PyTorchAdapter(Adapter):
     name: ClassVar[str] = "pytorch"
-    # --trust-code: let torch.export.load (.pt2) and torch.load (--weights) unpickle.
-    options: ClassVar[frozenset[str]] = frozenset({"trust_code"})
+    # --trust-code: let torch.export.load (.pt2) and torch.load (--weights) unpickle, and
+    # a Hugging Face folder run its own code or load pickled weights. --task: what a
+    # Hugging Face model is exported as.
+    options: ClassVar[frozenset[str]] = frozenset({"trust_code", "task"})
 
     def detect(self, source: SourceRef) -> bool:
+        if is_hf_folder(source.path):
+            return True
         if source.path is not None and source.path.suffix.lower() in (
             TORCHSCRIPT_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES
         ):
@@ -73,29 +79,96 @@ class PyTorchAdapter(Adapter):
 
     def lower(self, request: LowerRequest) -> Lowered:
         torch = _import_torch()
+        if is_hf_folder(request.source.path):
+            return _lower_hf_folder(request)
         loaded = _load(request, torch)
-        specs = _input_specs(loaded, request)
-        if is_renamed_single_input(specs, loaded.parameter_names):
-            loaded = replace(loaded, parameter_names=[])  # called positionally
-        example = _to_tensors(make_check_feeds(request, specs, None), torch)
-        output_names = _output_names(_run(loaded, example, specs, request))
+        if _is_pretrained_model(loaded.module):
+            lowered = _lower_pretrained(loaded.module, request)
+            if lowered is not None:
+                return lowered
+        elif request.options.task is not None:
+            raise UsageError("--task applies to Hugging Face folders and transformers "
+                             "models only", hint="drop --task",
+                             code="option-not-applicable")
+        return _lower_module(loaded, request, torch)
 
-        exporter, notes = _export(loaded, example, specs, output_names, request, torch)
-        plan = plan_check_samples(request, specs, request.export_path)
-        references = []
-        for feeds in plan.evaluation.samples:
-            outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
-            references.append({name: to_numpy(value) for name, value in
-                               zip(output_names, outputs, strict=True)})
-        return Lowered(
-            framework=self.name, onnx_path=request.export_path,
-            check=save_check_data(request, plan, references), exporter=exporter,
-            inputs=tuple(specs), output_names=tuple(output_names), notes=tuple(notes),
-        )
+
+def _lower_module(loaded: _LoadedModel, request: LowerRequest, torch,
+                  notes: Sequence[str] = ()) -> Lowered:
+    """Export a loaded module, and write the check's samples and its outputs for them."""
+    specs = _input_specs(loaded, request)
+    if is_renamed_single_input(specs, loaded.parameter_names):
+        loaded = replace(loaded, parameter_names=[])  # called positionally
+    example = _to_tensors(make_check_feeds(request, specs, None), torch)
+    output_names = _output_names(_run(loaded, example, specs, request))
+
+    exporter, export_notes = _export(loaded, example, specs, output_names, request,
+                                     torch)
+    plan = plan_check_samples(request, specs, request.export_path)
+    references = []
+    for feeds in plan.evaluation.samples:
+        outputs = _flatten(_run(loaded, _to_tensors(feeds, torch), specs, request))
+        references.append({name: to_numpy(value) for name, value in
+                           zip(output_names, outputs, strict=True)})
+    return Lowered(
+        framework=PyTorchAdapter.name, onnx_path=request.export_path,
+        check=save_check_data(request, plan, references), exporter=exporter,
+        inputs=tuple(specs), output_names=tuple(output_names),
+        notes=(*notes, *export_notes),
+    )
 
 
 def _import_torch():
     return require("torch", name="PyTorch", extra="torch")
+
+
+# --- Hugging Face models -----------------------------------------------------------------
+
+def _lower_hf_folder(request: LowerRequest) -> Lowered:
+    from convertkit.adapters import hf_export
+
+    assert request.source.path is not None
+    if request.options.weights is not None:
+        raise UsageError("--weights does not apply to a Hugging Face folder",
+                         hint="the folder holds its weights; drop --weights",
+                         code="weights-not-applicable")
+    require("transformers", name="transformers", extra="torch")
+    model, task, notes = hf_export.load_folder(request.source.path, request.options.task,
+                                               request.options.trust_code)
+    return _lower_task(model, task, request, notes)
+
+
+def _is_pretrained_model(module: Any) -> bool:
+    # transformers is imported only when the model's own code did.
+    import sys
+
+    if "transformers" not in sys.modules:
+        return False
+    from convertkit.adapters.hf_export import is_pretrained_model
+
+    return is_pretrained_model(module)
+
+
+def _lower_pretrained(model: Any, request: LowerRequest) -> Lowered | None:
+    """A PreTrainedModel a factory returned: as its task when that is a decoder with a
+    KV cache or --task names one; None to export it as any module."""
+    from convertkit.adapters import hf_export
+
+    task = hf_export.task_of_model(model, request.options.task)
+    if not task.with_past and request.options.task is None:
+        return None
+    return _lower_task(model, task, request, [])
+
+
+def _lower_task(model: Any, task: Any, request: LowerRequest, notes: list[str]) -> Lowered:
+    from convertkit.adapters import hf_export
+
+    model.eval()
+    if task.with_past:
+        return hf_export.lower_decoder(model, request, notes)
+    module, parameters, declared = hf_export.task_module(model, task)
+    return _lower_module(_LoadedModel(module, "module", parameters, declared), request,
+                         _import_torch(), notes)
 
 
 # --- loading -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from convertkit.errors import EXIT_CODE_PRECEDENCE, ConvertkitError
 from convertkit.spec import Status
 
 if TYPE_CHECKING:
+    from convertkit.checker.decode import DecodeCheck
     from convertkit.checker.localize import Localization
     from convertkit.checker.source_map import SourceLocation
     from convertkit.selection import CandidateRecord
@@ -95,6 +96,8 @@ class ArtifactResult:
     calibration: dict[str, Any] | None = None
     # int8 with nodes kept in fp32, when the pure int8 build missed its budget
     mixed_precision: MixedPrecision | None = None
+    # A decoder with a KV cache: its greedy decode against the source's (checker/decode.py)
+    decode: DecodeCheck | None = None
 
     @property
     def is_calibrated_on_generated(self) -> bool:
@@ -116,6 +119,7 @@ class ArtifactResult:
             "calibration": self.calibration,
             "mixed_precision": (self.mixed_precision.to_dict() if self.mixed_precision
                                 else None),
+            "decode": self.decode.to_dict() if self.decode else None,
         }
 
 

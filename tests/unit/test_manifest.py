@@ -193,7 +193,8 @@ def test_every_convert_option_is_a_manifest_key() -> None:
               "optimize": False, "data": "d.npz", "calib_data": "calibration",
               "labels": "labels.npy", "atol": "1e-3", "rtol": 0.01, "max_accuracy_drop": 2,
               "budget_file": "budgets.toml", "localize": False, "report_formats": ["junit"],
-              "mixed_precision": False}
+              "mixed_precision": False, "task": "text-generation-with-past",
+              "decode_steps": 8}
     # This test covers all; --timeout and --memory-mb are the job's own limits there.
     assert set(values) == {spec.name for spec in option_fields() if not spec.flag.job_limit}
     lines = "\n".join(f"    {key}: {value!r}".replace("'", '"').replace("True", "true")
