@@ -8,7 +8,11 @@ and the search repeats until it passes or nothing is left to keep.
 
 `gpu:tensorrt[@SM]`: a TensorRT engine where a builder is installed (tensorrt with a GPU;
 tensorrt_rtx also ahead of time for a compute capability, without a GPU), else the
-prepared ONNX model with the `trtexec` command that builds it (status `prepared`).
+prepared ONNX model with the `trtexec` command that builds it (status `prepared`). Its
+int8 is a QDQ model (explicit quantisation) built strongly typed; mixed precision leaves
+the kept layers without Q/DQ, so they run at fp32. Without a GPU the engine does not run
+here: whether int8 needs mixed precision, and the search's trials, are judged on ONNX
+Runtime running the QDQ model (Platform.proxy_runner), and the engine stays `built`.
 
 Checked here on the CPU only: ONNX Runtime's CPU provider has fp16 kernels for almost no
 math ops and computes them in fp32 behind inserted casts, which would hide overflow. The
@@ -25,7 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -282,7 +286,12 @@ class TensorRtPlatform(Platform):
     is_family_default: ClassVar[bool] = False
     description: ClassVar[str] = ("TensorRT engine (tensorrt with a GPU, or tensorrt_rtx ahead of "
                                   "time for @smNN); else the ONNX model and a trtexec command")
-    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP16, Precision.FP32)
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP16, Precision.FP32,
+                                                   Precision.INT8)
+    # int8 is a QDQ model: a layer left without Q/DQ runs at the model's float precision.
+    keeps_nodes_in_fp32: ClassVar[bool] = True
+    proxy_description: ClassVar[str] = ("ONNX Runtime (CPU) running the QDQ model the engine "
+                                        "is built from (model.onnx)")
     requirements: ClassVar[Requirements] = Requirements(
         ops=OrtKernelOps("CPUExecutionProvider"), min_opset=9, static_shapes=True,
         source="TensorRT's ONNX parser reads opsets 9 and later; its op list is not readable "
@@ -311,6 +320,7 @@ class TensorRtPlatform(Platform):
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
         model_path = out_dir / "model.onnx"
+        override: dict[str, Any] = {}
         if precision == Precision.FP16:
             # TensorRT 11 networks are strongly typed (no --fp16 flag): the precision is
             # the ONNX model's, so the engine is built from the checked fp16 model.
@@ -318,24 +328,42 @@ class TensorRtPlatform(Platform):
             files = save_model(result.model, model_path)
             files.append(_write_kept_nodes(out_dir, result))
             notes.extend(result.notes())
+        elif precision == Precision.INT8:
+            with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir) as scratch:
+                notes.extend(tensorrt_engine.quantize_qdq(onnx_path, model_path, Path(scratch),
+                                                          options))
+            files = sorted(out_dir.glob("model.onnx*"))
+            files.append(tensorrt_engine.write_kept_layers(out_dir, options.keep_fp32))
+            if options.keep_fp32:
+                override = {"tensorrt": {
+                    "nodes_to_exclude": list(options.keep_fp32),
+                    "kept_layers_file": tensorrt_engine.KEPT_LAYERS_FILE,
+                    "how": tensorrt_engine.QDQ_HOW}}
         else:
             files = save_model(load_model(onnx_path, load_external_data=False), model_path,
                                external_from=onnx_path.parent, link=True)
         sm = _sm_number(target.device) if target.device else None
         builder = tensorrt_engine.find_builder(sm)
-        command = tensorrt_engine.write_trtexec_script(out_dir, model_path, sm)
+        command = tensorrt_engine.write_trtexec_script(
+            out_dir, model_path, sm,
+            options.keep_fp32 if precision == Precision.INT8 else None)
         files.append(command)
+        calibrated = precision in (Precision.FP16, Precision.INT8)
         if builder.module is None:
             notes.append(f"no TensorRT builder here ({builder.reason}): run "
                          f"{command.name} where TensorRT is installed to build the engine")
             return Artifact(str(target), model_path, precision, tuple(files),
                             notes=tuple(notes), is_prepared_only=True,
-                            calibrated=precision == Precision.FP16)
+                            calibrated=calibrated, override=override)
         engine = out_dir / "model.engine"
         notes.extend(tensorrt_engine.build_engine(builder, model_path, engine, sm))
+        if precision == Precision.INT8 and not tensorrt_engine.has_cuda_device():
+            notes.append("int8 unverified on a GPU: the engine has not run here (no GPU); "
+                         "what can run here is the QDQ model it is built from (model.onnx, in "
+                         "ONNX Runtime), and only to steer mixed precision")
         files.append(engine)
         return Artifact(str(target), engine, precision, tuple(files), notes=tuple(notes),
-                        calibrated=precision == Precision.FP16)
+                        calibrated=calibrated, override=override)
 
     def open(self, artifact: Artifact):
         from convertkit.platforms import tensorrt_engine
@@ -343,6 +371,14 @@ class TensorRtPlatform(Platform):
         if artifact.is_prepared_only or not tensorrt_engine.has_cuda_device():
             return None
         return tensorrt_engine.EngineRunner(artifact.path)
+
+    def proxy_runner(self, artifact: Artifact) -> OrtRunner | None:
+        """int8: the QDQ model beside the engine (or the prepared model itself) in ONNX
+        Runtime, which computes its Q/DQ as written; fp16/fp32 have no proxy."""
+        model = artifact.path.parent / "model.onnx"
+        if artifact.precision != Precision.INT8 or not model.is_file():
+            return None
+        return OrtRunner(model)
 
 
 def _sm_number(device: str) -> int | None:

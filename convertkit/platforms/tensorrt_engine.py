@@ -6,9 +6,17 @@ Builders, in order: `tensorrt` on a machine with an NVIDIA GPU (it builds for th
 knows (SM75, SM80, SM86, SM89, SM120...; no SM90). Both take strongly typed networks:
 the ONNX model's own types decide the precision (TensorRT 11 removed --fp16).
 
-Verified here (no GPU): finding builders, the trtexec script, and tensorrt_rtx building
-an engine ahead of time. Building with `tensorrt` on a GPU and EngineRunner are written to
-TensorRT's documented Python API but have not run on a GPU.
+int8 is explicit quantisation, the form TensorRT recommends (its implicit-quantisation
+calibrators are deprecated): a QDQ ONNX model (``quantize_qdq``) whose QuantizeLinear /
+DequantizeLinear pairs say which tensors are int8. Layers the model leaves without Q/DQ
+(mixed precision's kept layers) run at the model's float precision: that is per-layer
+precision in a strongly typed network, with no builder flag or layer API involved.
+
+Verified here (no GPU): finding builders, the trtexec script, the QDQ model (run in ONNX
+Runtime), and tensorrt_rtx 1.7 building engines ahead of time from fp32, fp16 and QDQ
+models (sm89, sm120; sm75 refuses the fp32 Gemm of the digits test model). Building with
+`tensorrt` on a GPU and EngineRunner are written to TensorRT's documented Python API but
+have not run on a GPU; nor has any engine, so int8 accuracy on a GPU is unverified.
 """
 
 from __future__ import annotations
@@ -17,18 +25,42 @@ import ctypes
 import functools
 import importlib
 import importlib.util
-from collections.abc import Mapping
+import json
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from convertkit.errors import ConversionError
-from convertkit.platforms import Runner
-from convertkit.safe_text import shell_quote
+from convertkit.errors import ConversionError, first_line
+from convertkit.platforms import BuildOptions, Runner
+from convertkit.safe_text import printable, shell_quote
 
 TRTEXEC_SCRIPT = "trtexec.sh"
+KEPT_LAYERS_FILE = "kept_layers.json"
+_SHOWN_KEPT_LAYERS = 40
+# onnxruntime.quantization.quantize_static's extra_options for a QDQ model as TensorRT
+# takes it (docs.nvidia.com/deeplearning/tensorrt, "Working with Quantized Types").
+QDQ_EXTRA_OPTIONS: dict[str, Any] = {
+    # TensorRT quantises symmetrically: int8 zero points are 0.
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    # TensorRT's DequantizeLinear takes int8/fp8/int4, not the int32 bias ONNX Runtime
+    # writes by default (the parser rejects it); a float bias is fused into the layer.
+    "QuantizeBias": False,
+    # Per-channel weights along the output channels: axis 0 for Conv (the default), the
+    # last axis of a MatMul's [..., K, N] weight.
+    "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},
+}
+QDQ_HOW = ("onnxruntime.quantization.quantize_static(model_input, model_output, reader, "
+           "quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8, "
+           "weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, "
+           f"nodes_to_exclude=nodes_to_exclude, extra_options={QDQ_EXTRA_OPTIONS!r}); "
+           "the engine is built strongly typed from it: layers without Q/DQ run at the "
+           "model's float precision")
 
 
 @dataclass(frozen=True)
@@ -76,7 +108,7 @@ def build_engine(builder: Builder, onnx_path: Path, engine_path: Path,
     """Parse ``onnx_path`` and write the serialised engine; the notes to report."""
     trt = builder.module
     assert trt is not None
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = _error_collector(trt)
     trt_builder = trt.Builder(logger)
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -95,7 +127,11 @@ def build_engine(builder: Builder, onnx_path: Path, engine_path: Path,
         config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
     serialized = trt_builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ConversionError("TensorRT could not build an engine for the model",
+        # The builder says why only through its logger (tensorrt_rtx for sm75: "Cannot
+        # compile operation 'node_linear' for Turing (SM75): FP32 GEMM is not supported").
+        why = "; ".join(getattr(logger, "errors", ()))[:400]
+        raise ConversionError("TensorRT could not build an engine for the model"
+                              + (f": {why}" if why else ""),
                               hint="rerun with --debug, or run trtexec.sh --verbose",
                               code="tensorrt-build-failed")
     engine_path.write_bytes(bytes(serialized))
@@ -106,8 +142,10 @@ def build_engine(builder: Builder, onnx_path: Path, engine_path: Path,
             "(precision from the ONNX model's types)"]
 
 
-def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None) -> Path:
-    """trtexec.sh: the command that builds the engine from the model beside it."""
+def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None,
+                         int8_kept: Sequence[str] | None = None) -> Path:
+    """trtexec.sh: the command that builds the engine from the model beside it.
+    ``int8_kept``: for a QDQ model (int8), the layers left without Q/DQ (may be empty)."""
     target = (f"# Run it on a machine with a GPU of compute capability {sm // 10}.{sm % 10} "
               f"(sm{sm}).\n" if sm else "# Run it on the machine with the target GPU.\n")
     script = out_dir / TRTEXEC_SCRIPT
@@ -117,6 +155,7 @@ def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None) -> Pat
         "# (TensorRT 10.12 or later). The network is strongly typed: the precision is the\n"
         "# model's own (fp16 where convertkit converted it), which is why there is no --fp16\n"
         "# (TensorRT 11 removed it).\n"
+        + (_int8_comment(int8_kept) if int8_kept is not None else "")
         + target +
         "set -e\n"
         'cd "$(dirname "$0")"\n'
@@ -124,6 +163,125 @@ def write_trtexec_script(out_dir: Path, model_path: Path, sm: int | None) -> Pat
         "--stronglyTyped \"$@\"\n", encoding="utf-8")
     script.chmod(0o755)
     return script
+
+
+def _int8_comment(kept: Sequence[str]) -> str:
+    lines = ["int8: model.onnx is a QDQ model (explicit quantisation): its QuantizeLinear/",
+             "DequantizeLinear pairs mark the tensors TensorRT computes in int8 (symmetric,",
+             "zero points 0, per-channel weights). --stronglyTyped makes TensorRT 10.x follow",
+             "them exactly; do not add --int8 or --fp16 (precision flags are not for strongly",
+             "typed networks)."]
+    if kept:
+        shown = [f"  {printable(name)}" for name in kept[:_SHOWN_KEPT_LAYERS]]
+        more = len(kept) - _SHOWN_KEPT_LAYERS
+        lines += [f"Kept out of int8: {len(kept)} layer(s) carry no Q/DQ and run at the "
+                  "model's float", "precision (fp32), because pure int8 missed its accuracy "
+                  "budget and convertkit's", "mixed-precision search kept them "
+                  f"({KEPT_LAYERS_FILE}, mixed_precision.json):", *shown,
+                  *([f"  and {more} more, all in {KEPT_LAYERS_FILE}"] if more > 0 else [])]
+    else:
+        lines.append("Every layer the quantiser quantises is int8: none is kept at fp32.")
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def quantize_qdq(onnx_path: Path, quantized: Path, scratch: Path,
+                 options: BuildOptions) -> tuple[str, ...]:
+    """Quantise ``onnx_path`` into ``quantized``, a QDQ model as TensorRT takes it
+    (QDQ_EXTRA_OPTIONS), calibrated (MinMax) on the calibration samples, leaving the nodes
+    in ``options.keep_fp32`` without Q/DQ; the notes to report. Unlike cpu:ort's
+    quantize_int8 there is no quant_pre_process (gpu:tensorrt takes static shapes only, and
+    the hub model is already optimised) and no dynamic quantisation (TensorRT has none)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from convertkit.ir.info import default_opset
+    from convertkit.ir.io import (
+        EXTERNAL_DATA_THRESHOLD_BYTES,
+        load_model,
+        save_model,
+        stored_bytes,
+    )
+    from convertkit.ir.opset import convert_opset
+    from convertkit.platforms.calibration import calibration_notes, calibration_samples
+    from convertkit.platforms.cpu import QDQ_MIN_OPSET
+
+    notes = []
+    model = load_model(onnx_path, load_external_data=False)
+    if default_opset(model) < QDQ_MIN_OPSET:  # per-channel Q/DQ needs opset 13
+        raised = scratch / "opset13.onnx"
+        save_model(convert_opset(model, QDQ_MIN_OPSET), raised,
+                   external_from=onnx_path.parent, link=True)
+        notes.append(f"opset raised from {default_opset(model)} to {QDQ_MIN_OPSET} for "
+                     "int8 quantisation")
+        onnx_path = raised
+    samples = calibration_samples(options, onnx_path, "int8 calibration")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(samples)
+
+        def get_next(self) -> dict | None:
+            return next(self._samples, None)
+
+    try:
+        quantize_static(str(onnx_path), str(quantized), _Reader(),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        use_external_data_format=(stored_bytes(onnx_path)
+                                                  > EXTERNAL_DATA_THRESHOLD_BYTES),
+                        nodes_to_exclude=list(options.keep_fp32),
+                        extra_options=dict(QDQ_EXTRA_OPTIONS))
+    except Exception as exc:
+        raise ConversionError(
+            f"onnxruntime.quantization failed: {first_line(exc)}",
+            hint="build gpu:tensorrt at fp16 instead, or report the model to onnxruntime",
+            code="quantization-failed") from exc
+    notes.append(f"int8: explicit quantisation for TensorRT, a QDQ model (symmetric int8 "
+                 f"activations and per-channel weights, zero points 0, float biases, MinMax "
+                 f"calibration on {len(samples)} sample(s)); the strongly typed engine "
+                 "follows its Q/DQ")
+    if options.keep_fp32:
+        notes.append(f"int8: {len(options.keep_fp32)} layer(s) carry no Q/DQ and run at the "
+                     f"model's float precision (fp32), listed in {KEPT_LAYERS_FILE}: "
+                     + ", ".join(options.keep_fp32))
+    notes.extend(calibration_notes(options))
+    return tuple(notes)
+
+
+def write_kept_layers(out_dir: Path, kept: Sequence[str]) -> Path:
+    """kept_layers.json: the ONNX nodes the QDQ model leaves in float, and why."""
+    path = out_dir / KEPT_LAYERS_FILE
+    path.write_text(json.dumps({
+        "precision": "int8", "kept_in": "fp32", "layers": list(kept),
+        "why": ("the pure int8 build missed its accuracy budget; convertkit's mixed-precision "
+                "search kept these layers out of int8 (mixed_precision.json)" if kept else
+                "nothing kept: every layer the quantiser quantises is int8"),
+        "how": QDQ_HOW}, indent=2) + "\n")
+    return path
+
+
+def _error_collector(trt: ModuleType) -> Any:
+    """A TensorRT logger that keeps the errors (``.errors``) for the exception it raises,
+    and prints warnings and worse as trt.Logger(WARNING) does."""
+
+    class Collector(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg)
+            if severity <= trt.ILogger.Severity.WARNING:
+                print(f"[TRT] {msg}", file=sys.stderr, flush=True)  # into logs/build.log
+
+    return Collector()
 
 
 @functools.cache
