@@ -137,6 +137,8 @@ def build_and_check_step(payload: Mapping[str, Any]) -> dict[str, Any]:
     context = BuildContext.from_payload(payload["context"])
     target = TargetSpec.parse(payload["target"])
     platform = load_platforms()[payload["platform"]]()
+    if context.decode_path is not None and platform.requirements.static_shapes:
+        return encode(_refuse_decoder(target))
     result = build_and_check(context, platform, target, Precision(payload["precision"]),
                              Path(payload["out_dir"]))
     if context.decode_path is not None:
@@ -147,6 +149,17 @@ def build_and_check_step(payload: Mapping[str, Any]) -> dict[str, Any]:
         result = localize_against_hub(result, context.staging, HUB_MODEL,
                                       context.evidence.samples, Path(payload["localize_in"]))
     return encode(result)
+
+
+def _refuse_decoder(target: TargetSpec) -> ArtifactResult:
+    """A decoder with a KV cache on a target that needs static shapes: its sequence and
+    cache lengths change at every step, so it cannot be built as it is."""
+    error = ConversionError(
+        f"{target} needs static input shapes, and a decoder with a KV cache changes its "
+        "sequence and cache lengths at every step; static-shape decoders are not built yet",
+        hint="build it for cpu, cpu:ort, cpu:openvino or gpu:fp16",
+        code="decoder-needs-dynamic-shapes")
+    return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
 
 
 def check_decode(context: BuildContext, platform: Platform,

@@ -345,8 +345,10 @@ def task_module(model: Any, task: Task) -> tuple[Any, list[str], list[InputSpec]
     def main_output(**inputs: Any) -> Any:
         out = model(**inputs, return_dict=True,
                     **({"use_cache": False} if takes_cache else {}))
-        logits = getattr(out, "logits", None)
-        return logits if logits is not None else out.last_hidden_state
+        # Named as Optimum names them: logits, else last_hidden_state.
+        if getattr(out, "logits", None) is not None:
+            return {"logits": out.logits}
+        return {"last_hidden_state": out.last_hidden_state}
 
     class TextModule(torch.nn.Module):
         def __init__(self) -> None:
