@@ -26,6 +26,10 @@ font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monosp
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;background:#f6f8fa;
 padding:1px 4px} pre{padding:8px;overflow-x:auto;white-space:pre-wrap}
 .muted{color:#5f6b76} .charts{display:flex;flex-wrap:wrap;gap:16px}
+.tokens{display:flex;flex-wrap:wrap;gap:3px;margin:4px 0} .tok{font-family:ui-monospace,
+Menlo,Consolas,monospace;font-size:12px;border:1px solid #d6dbe0;border-radius:3px;padding:1px 4px;
+text-align:center} .tok.same{background:#e6f4ea} .tok.tie{background:#fef7e0}
+.tok.diff{background:#fde7e7} .tok small{display:block;color:#5f6b76;font-size:10px}
 figure{margin:0} figcaption{font-size:12px;color:#5f6b76}
 svg text{font:11px system-ui,Helvetica,Arial,sans-serif;fill:#3c4650}
 """
@@ -172,6 +176,8 @@ def _artifact_section(artifact: dict[str, Any]) -> str:
                         ": generated inputs, a smoke test and not evidence") + "</p>")
     if artifact.get("mixed_precision"):
         parts.append(_mixed_precision_section(artifact["mixed_precision"]))
+    if artifact.get("decode"):
+        parts.append(_decode_section(artifact["decode"]))
     if artifact.get("error"):
         error = artifact["error"]
         parts.append(f'<p class="error">{escape(error.get("message", ""))}</p>'
@@ -214,6 +220,35 @@ def _mixed_precision_section(mixed: dict[str, Any]) -> str:
             f"<code>{escape(mixed.get('override_file', ''))}</code></p>{pure}"
             "<table><thead><tr><th>kept node</th><th>op</th><th>SQNR lost (dB)</th>"
             f"<th>MACs</th><th>source</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _decode_section(decode: dict[str, Any]) -> str:
+    """The token-by-token check (checker/decode.py): one cell per step, the artifact's
+    token over the reference's, and the cosine of the step's logits."""
+    reference = decode.get("reference_tokens", [])
+    tokens = decode.get("tokens", [])
+    cosines = decode.get("step_cosines", [])
+    cells = []
+    for step, want in enumerate(reference):
+        got = tokens[step] if step < len(tokens) else None
+        cosine = cosines[step] if step < len(cosines) else None
+        kind = "same" if got == want else "diff"
+        title = (f"step {step + 1}: artifact {got}, reference {want}, logits cosine "
+                 f"{'-' if cosine is None else format(cosine, '.6f')}")
+        shown = str(got) if got == want else f"{got}&#8800;{want}"
+        cells.append(f'<span class="tok {kind}" title="{escape(title)}">{shown}'
+                     f"<small>{'-' if cosine is None else format(cosine, '.4f')}</small>"
+                     "</span>")
+    verdict = ("within" if decode.get("within_budget") else
+               f"over ({escape(str(decode.get('note', '')))})")
+    return (f"<h3>Decode, token by token</h3><p>{escape(decode.get('summary', ''))}: "
+            f"{verdict} the budget (at least {_percent(decode.get('min_token_match'))} of "
+            f"tokens identical, logits within the precision's budget at every step). The "
+            f"artifact decoded {decode.get('steps')} steps after a "
+            f"{decode.get('prompt_tokens')}-token prompt with its own cache, fed the "
+            "reference's tokens; each cell: its token (reference's after &#8800; where it "
+            f"differs) over the step's logits cosine.</p>"
+            f'<div class="tokens">{"".join(cells)}</div>')
 
 
 def _source(source: dict[str, Any] | None) -> str:

@@ -114,6 +114,10 @@ def _evidence(artifact: dict[str, Any]) -> list[str]:
         lines.append(f"calibrated on {calibration['count']} sample(s), {calibration['source']}"
                      + ("" if calibration.get("real") else
                         " (generated inputs: a smoke test, not evidence)"))
+    decode = artifact.get("decode")
+    if decode:
+        lines.append(f"decode: {decode.get('summary', '')}"
+                     + ("" if decode.get("within_budget") else f" ({decode.get('note', '')})"))
     mixed = artifact.get("mixed_precision")
     if mixed:
         lines.append(f"mixed precision: {mixed.get('summary', '')}; kept in "

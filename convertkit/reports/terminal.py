@@ -61,6 +61,9 @@ def format_findings(report: Report) -> list[str]:
                          + "; ".join(k.describe() for k in mixed.kept))
         if artifact.accuracy:
             lines.append(_accuracy_line(artifact))
+        if artifact.decode is not None:
+            verdict = "" if artifact.decode.within_budget else f" ({artifact.decode.note})"
+            lines.append(f"{artifact.target}: decode: {artifact.decode.summary()}{verdict}")
         if artifact.checked_in and artifact.status in (Status.PASS, Status.FAIL):
             lines.append(f"{artifact.target}: checked in {artifact.checked_in}")
         lines.extend(_layer_lines(artifact))
