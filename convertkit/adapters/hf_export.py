@@ -94,10 +94,12 @@ def load_folder(folder: Path, task_name: str | None, trust_code: bool,
         model = auto.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust_code,
             attn_implementation="eager", dtype="float32")
-    except (ValueError, KeyError, OSError, TypeError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # a config or weights file transformers cannot read
         raise UsageError(
             f"transformers cannot load {folder.name} as {task.name} ({task.auto_class}): "
-            f"{first_line(error)}",
+            f"{type(error).__name__}: {first_line(error)}",
             hint="pass the folder save_pretrained wrote, with --task naming what it is",
             code="bad-hf-folder") from error
     model.eval()

@@ -165,6 +165,9 @@ def test_an_encoder_folder_exports_its_task(cli, tmp_path) -> None:
     ("remote_code", "needs its own Python code", 2),
     ("pickled_weights", "pickled weights (pytorch_model.bin)", 2),
     ("no_weights", "holds no weights", 2),
+    ("corrupt_weights", "SafetensorError", 2),
+    ("symlinked_weights", "is not a regular file", 2),
+    ("unknown_model_type", "does not recognize this architecture", 2),
     ("unknown_task", "unknown task 'text-to-everything'", 2),
     ("encoder_decoder", "is not supported yet", 3),
 ])
@@ -183,6 +186,13 @@ def test_folders_that_would_run_code_or_cannot_be_exported_are_refused(
         (folder / "model.safetensors").unlink()
     elif change == "no_weights":
         (folder / "model.safetensors").unlink()
+    elif change == "corrupt_weights":  # a header that claims a terabyte
+        (folder / "model.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    elif change == "symlinked_weights":
+        (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+        (folder / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    elif change == "unknown_model_type":
+        config["model_type"] = "nosuchmodel"
     elif change == "unknown_task":
         extra = ["--task", "text-to-everything"]
     elif change == "encoder_decoder":
