@@ -207,3 +207,25 @@ def test_folders_that_would_run_code_or_cannot_be_exported_are_refused(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert out.exists() == (exit_code == 3)  # exit 2: nothing written
+
+
+def test_a_manifest_takes_folders_with_their_task_and_caches_them(cli, folders,
+                                                                  tmp_path) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(f"""\
+models:
+  - name: qwen2
+    source: {folders["qwen2"]}
+    task: text-generation-with-past
+    decode_steps: 5
+    targets: [cpu:ort]
+""")
+
+    first = cli("batch", str(manifest), out=tmp_path / "out")
+    second = cli("batch", str(manifest), out=tmp_path / "out")
+
+    assert first.exit_code == 0, first.stdout + first.stderr
+    report = json.loads((tmp_path / "out/jobs/qwen2/report.json").read_text())
+    assert report["source"]["options"]["task"] == "text-generation-with-past"
+    assert _artifact(report, "cpu:ort")["decode"]["identical"] == 5
+    assert second.exit_code == 0 and "1 from cache" in second.stdout
