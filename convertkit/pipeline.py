@@ -104,17 +104,14 @@ def convert(
         request = LowerRequest(source_ref, options, staging / "check")
         source_record = {"text": source_ref.text, "framework": framework,
                          "options": options.given()}
-        exported = work / "exported.onnx"
         try:
             progress(f"lowering {source_ref.text} with the {framework} adapter")
             lowered = lower(framework, request, log_path=staging / LOG_FILE,
                             echo=show_framework_output,
                             log_shown_as=str(out_path / LOG_FILE))
-            progress("validating and optimising the ONNX model")
-            built = worker.call("convertkit.build_steps:build_hub_step", {
-                "staging": str(staging), "lowered": str(lowered.onnx_path),
-                "exported": str(exported), "opset": options.opset,
-                "optimize": options.optimize}, what="validating and optimising the ONNX model")
+            parts = lowered.parts or (("", lowered),)
+            hubs = [_build_hub(worker, staging / name, work / name, part, options,
+                               progress) for name, part in parts]
         except UsageError:
             raise
         except ConvertkitError as error:
@@ -124,51 +121,102 @@ def convert(
             write_reports(report, staging, options.report_formats)
             return report
 
-        hub, hub_info = built["hub"], decode(built["info"])
-        source_record.update(_source_record(lowered, hub_info, hub))
-        check = lowered.check
-        Evidence.load(check.feeds_path, check.reference_path, check.labels_path)  # labels fit
-        # The calibration samples feed the builds only: moved out of what OUT keeps (the
-        # report says where they came from, and which samples they were).
-        calibration_path = work / "calibration.npz"
-        shutil.move(check.calibration_path, calibration_path)
-        calibration = check.samples["calibration"]
-        context = BuildContext(
-            staging, lowered.inputs, check.feeds_path, check.reference_path,
-            check.labels_path, options,
-            BuildOptions(None, calibration_path, calibration["real"], check.feeds_path),
-            calibration, check.decode_path)
-        steps = _TargetSteps(worker, context, out_path,
-                             exported if hub["optimization"] else None)
-        results = []
-        for target, platform_class in platforms.items():
-            progress(f"building {target}")
-            if target == AUTO_CPU_TARGET:
-                result = _select_cpu(steps, options.precision, progress)
+        results: list[ArtifactResult] = []
+        checks: dict[str, dict[str, Any]] = {}
+        for (name, part), (hub, hub_info, exported) in zip(parts, hubs, strict=True):
+            part_record = _source_record(lowered if not name else part, hub_info, hub, name)
+            check_record = _check_record(part, staging, options, budgets)
+            if name:
+                source_record.setdefault("components", {})[name] = part_record
+                checks[name] = check_record
             else:
-                result = steps.build_and_check(platform_class, target, precisions[target])
-            results.append(result)
+                source_record.update(part_record)
+            steps = _TargetSteps(worker, _build_context(staging / name, work / name, part,
+                                                        options), out_path, exported)
+            for target, platform_class in platforms.items():
+                progress(f"building {target}" + (f" ({name})" if name else ""))
+                if target == AUTO_CPU_TARGET:
+                    result = _select_cpu(steps, options.precision, progress)
+                else:
+                    result = steps.build_and_check(platform_class, target,
+                                                   precisions[target])
+                results.append(_in_component(result, name))
         shutil.rmtree(work, ignore_errors=True)
-        report = Report(
-            source=source_record,
-            check={
-                "inputs": _samples_text(check.samples),
-                "samples": check.samples,
-                "feeds": str(check.feeds_path.relative_to(staging)),
-                "reference": str(check.reference_path.relative_to(staging)),
-                "labels": (str(check.labels_path.relative_to(staging))
-                           if check.labels_path else None),
-                "rule": CHECK_RULE,
-                "budgets": budget_table_dict(budgets),
-                "budget_file": str(options.budget_file) if options.budget_file else None,
-            },
-            artifacts=tuple(results),
-            version=__version__,
-        )
+        check = (_check_record(lowered, staging, options, budgets) if not lowered.parts
+                 else {**checks[parts[-1][0]], "components": checks})
+        report = Report(source=source_record, check=check, artifacts=tuple(results),
+                        version=__version__)
         # Every path the report names is where the file is once OUT has landed.
         report = relocate(report, staging, out_path)
         write_reports(report, staging, options.report_formats)
     return report
+
+
+def _build_hub(worker: Worker, staging: Path, work: Path, lowered: Lowered,
+               options: ConvertOptions, progress: Callable[[str], None],
+               ) -> tuple[dict[str, Any], OnnxInfo, Path | None]:
+    """Validate and optimise one exported model into the hub model under ``staging``:
+    the hub record, the hub model's description, and the unoptimised export when the hub
+    was optimised (to blame the optimisation for a failure)."""
+    progress("validating and optimising the ONNX model")
+    exported = work / "exported.onnx"
+    work.mkdir(parents=True, exist_ok=True)
+    built = worker.call("convertkit.build_steps:build_hub_step", {
+        "staging": str(staging), "lowered": str(lowered.onnx_path),
+        "exported": str(exported), "opset": options.opset,
+        "optimize": options.optimize}, what="validating and optimising the ONNX model")
+    hub = built["hub"]
+    return hub, decode(built["info"]), exported if hub["optimization"] else None
+
+
+def _build_context(staging: Path, work: Path, lowered: Lowered,
+                   options: ConvertOptions) -> BuildContext:
+    """What every target's build and check of one exported model share."""
+    check = lowered.check
+    Evidence.load(check.feeds_path, check.reference_path, check.labels_path)  # labels fit
+    # The calibration samples feed the builds only: moved out of what OUT keeps (the
+    # report says where they came from, and which samples they were).
+    calibration_path = work / "calibration.npz"
+    shutil.move(check.calibration_path, calibration_path)
+    calibration = check.samples["calibration"]
+    return BuildContext(
+        staging, lowered.inputs, check.feeds_path, check.reference_path,
+        check.labels_path, options,
+        BuildOptions(None, calibration_path, calibration["real"], check.feeds_path),
+        calibration, check.decode_path)
+
+
+def _check_record(lowered: Lowered, staging: Path, options: ConvertOptions,
+                  budgets: Any) -> dict[str, Any]:
+    check = lowered.check
+    return {
+        "inputs": _samples_text(check.samples),
+        "samples": check.samples,
+        "feeds": str(check.feeds_path.relative_to(staging)),
+        "reference": str(check.reference_path.relative_to(staging)),
+        "labels": (str(check.labels_path.relative_to(staging))
+                   if check.labels_path else None),
+        "decode": (str(check.decode_path.relative_to(staging))
+                   if check.decode_path else None),
+        "rule": CHECK_RULE,
+        "budgets": budget_table_dict(budgets),
+        "budget_file": str(options.budget_file) if options.budget_file else None,
+    }
+
+
+def _in_component(result: ArtifactResult, name: str) -> ArtifactResult:
+    """``result`` of one part of a model exported as several (an encoder-decoder), with
+    its paths relative to OUT rather than to the part's folder."""
+    if not name:
+        return result
+    mixed = result.mixed_precision
+    return replace(
+        result, component=name,
+        path=f"{name}/{result.path}" if result.path else None,
+        mixed_precision=(replace(mixed, override_file=f"{name}/{mixed.override_file}")
+                         if mixed else None),
+        candidates=tuple(replace(c, path=f"{name}/{c.path}" if c.path else c.path)
+                         for c in result.candidates))
 
 
 class _TargetSteps:
@@ -312,13 +360,14 @@ def _samples_text(record: Mapping[str, Any]) -> str:
             f"{calibration['count']} other sample(s) from {calibration['source']}")
 
 
-def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: Mapping[str, Any]) -> dict:
+def _source_record(lowered: Lowered, hub_info: OnnxInfo, hub: Mapping[str, Any],
+                   part: str = "") -> dict:
     return {
         "exporter": lowered.exporter,
         "notes": list(lowered.notes) + list(hub["notes"]),
         "inputs": [_input_record(s, lowered) for s in lowered.inputs],
         "outputs": list(lowered.output_names),
-        "onnx": {"path": str(HUB_MODEL), "opset": hub_info.opset,
+        "onnx": {"path": str(Path(part) / HUB_MODEL), "opset": hub_info.opset,
                  "ir_version": hub_info.ir_version, "nodes": hub_info.node_count,
                  "optimization": hub["optimization"]},
         "log": str(LOG_FILE),

@@ -120,6 +120,10 @@ class Lowered:
     # Inputs that are NCHW in the ONNX model and the check feeds, and that the source
     # framework was fed transposed to NHWC (--inputs-as-nchw).
     nchw_inputs: tuple[str, ...] = field(default=())
+    # A model exported as several ONNX models (an encoder-decoder: "encoder", "decoder"),
+    # each converted and checked on its own in OUT/NAME/, in order; the fields above then
+    # describe the whole (framework, exporter, notes).
+    parts: tuple[tuple[str, Lowered], ...] = field(default=())
 
     @property
     def feeds_path(self) -> Path:
@@ -136,6 +140,7 @@ class Lowered:
             "inputs": [s.to_dict() for s in self.inputs],
             "output_names": list(self.output_names), "notes": list(self.notes),
             "nchw_inputs": list(self.nchw_inputs),
+            "parts": [[name, part.to_dict()] for name, part in self.parts],
         }
 
     @staticmethod
@@ -146,6 +151,8 @@ class Lowered:
             inputs=tuple(InputSpec.from_dict(s) for s in data["inputs"]),
             output_names=tuple(data["output_names"]), notes=tuple(data["notes"]),
             nchw_inputs=tuple(data.get("nchw_inputs", ())),
+            parts=tuple((name, Lowered.from_dict(part))
+                        for name, part in data.get("parts", ())),
         )
 
 

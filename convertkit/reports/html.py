@@ -11,6 +11,7 @@ import html
 import math
 from typing import Any
 
+from convertkit.reports.record import artifact_label
 from convertkit.safe_text import printable
 
 _STYLE = """
@@ -111,7 +112,7 @@ def _summary_table(artifacts: list[dict[str, Any]]) -> str:
         budget_text = f"atol {budget['atol']:g}, rtol {budget['rtol']:g}" if budget else "-"
         if budget and budget.get("min_cosine") is not None:
             budget_text += f", or cosine {budget['min_cosine']:g}"
-        lead = (f"<td>{escape(artifact.get('target', ''))}</td>"
+        lead = (f"<td>{escape(_label(artifact))}</td>"
                 f'<td class="{escape(status)}">{escape(shown)}</td>'
                 f"<td>{escape(artifact.get('precision') or '-')}</td>"
                 f"<td class=\"num\">{escape(str(artifact.get('samples') or '-'))}</td>"
@@ -152,7 +153,7 @@ def _budget_table(budgets: dict[str, dict[str, float]], budget_file: str | None)
 
 
 def _artifact_section(artifact: dict[str, Any]) -> str:
-    target = artifact.get("target", "")
+    target = _label(artifact)
     status = artifact.get("status", "")
     parts = [f'<h2>{escape(target)} <span class="{escape(status)}">{escape(status)}</span></h2>']
     if artifact.get("path"):
@@ -249,6 +250,10 @@ def _decode_section(decode: dict[str, Any]) -> str:
             "reference's tokens; each cell: its token (reference's after &#8800; where it "
             f"differs) over the step's logits cosine.</p>"
             f'<div class="tokens">{"".join(cells)}</div>')
+
+
+def _label(artifact: dict[str, Any]) -> str:
+    return artifact_label(artifact.get("target", ""), artifact.get("component"))
 
 
 def _source(source: dict[str, Any] | None) -> str:

@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
+from convertkit.reports.record import artifact_label
 from convertkit.safe_text import printable, printable_lines
 
 
@@ -76,7 +77,7 @@ def _make_printable(root: ET.Element) -> None:
 
 
 def _artifact_case(artifact: dict[str, Any], classname: str) -> ET.Element:
-    target = artifact.get("target", "?")
+    target = artifact_label(artifact.get("target", "?"), artifact.get("component"))
     name = target + (f" ({artifact['path']})" if artifact.get("path") else "")
     time = float(artifact.get("duration_s") or 0.0)
     status = artifact.get("status")

@@ -26,6 +26,10 @@ def error_record(error: ConvertkitError) -> dict[str, Any]:
     return {**error.to_dict(), "exit_code": error.exit_code}
 
 
+def artifact_label(target: str, component: str | None) -> str:
+    return f"{target} ({component})" if component else target
+
+
 @dataclass(frozen=True)
 class KeptNode:
     """One node an int8 build keeps in fp32 (mixed_precision.py)."""
@@ -98,6 +102,13 @@ class ArtifactResult:
     mixed_precision: MixedPrecision | None = None
     # A decoder with a KV cache: its greedy decode against the source's (checker/decode.py)
     decode: DecodeCheck | None = None
+    # One part of a model exported as several ("encoder", "decoder"); "" for a whole model
+    component: str = ""
+
+    @property
+    def label(self) -> str:
+        """How reports name it: 'cpu:ort', or 'cpu:ort (decoder)' for a part."""
+        return artifact_label(self.target, self.component)
 
     @property
     def is_calibrated_on_generated(self) -> bool:
@@ -120,6 +131,7 @@ class ArtifactResult:
             "mixed_precision": (self.mixed_precision.to_dict() if self.mixed_precision
                                 else None),
             "decode": self.decode.to_dict() if self.decode else None,
+            "component": self.component or None,
         }
 
 

@@ -22,7 +22,7 @@ def format_table(report: Report) -> str:
     rows: list[tuple[str, ...]] = []
     for artifact in report.artifacts:
         status = artifact.status.value + (GENERATED_MARK if _marked(artifact) else "")
-        base = (artifact.target, status, artifact.precision or "-")
+        base = (artifact.label, status, artifact.precision or "-")
         if not artifact.outputs:
             detail = artifact.error["message"] if artifact.error else _UNCHECKED.get(
                 artifact.status, "")
@@ -57,24 +57,24 @@ def format_findings(report: Report) -> list[str]:
         lines.extend(_candidate_lines(artifact))
         if artifact.mixed_precision is not None:
             mixed = artifact.mixed_precision
-            lines.append(f"{artifact.target}: {mixed.summary()}: "
+            lines.append(f"{artifact.label}: {mixed.summary()}: "
                          + "; ".join(k.describe() for k in mixed.kept))
         if artifact.accuracy:
             lines.append(_accuracy_line(artifact))
         if artifact.decode is not None:
             verdict = "" if artifact.decode.within_budget else f" ({artifact.decode.note})"
-            lines.append(f"{artifact.target}: decode: {artifact.decode.summary()}{verdict}")
+            lines.append(f"{artifact.label}: decode: {artifact.decode.summary()}{verdict}")
         if artifact.checked_in and artifact.status in (Status.PASS, Status.FAIL):
-            lines.append(f"{artifact.target}: checked in {artifact.checked_in}")
+            lines.append(f"{artifact.label}: checked in {artifact.checked_in}")
         lines.extend(_layer_lines(artifact))
         if artifact.status != Status.FAIL:
             continue
         localization = artifact.localization
         if localization is None:
-            lines.extend(f"{artifact.target}: {note}" for note in artifact.notes
+            lines.extend(f"{artifact.label}: {note}" for note in artifact.notes
                          if note.startswith("not localised"))
             continue
-        lines.append(f"{artifact.target}: {localization.summary()}")
+        lines.append(f"{artifact.label}: {localization.summary()}")
         repro = localization.repro
         if repro is not None:
             label = "repro" if repro.reproduced else "repro (does not reproduce on its own)"
@@ -103,7 +103,7 @@ def _accuracy_line(artifact: ArtifactResult) -> str:
     accuracy = artifact.accuracy or {}
     verdict = "within" if accuracy.get("within_budget") else "OVER"
     allowed = accuracy.get("max_drop")
-    return (f"{artifact.target}: top-1 accuracy {accuracy['artifact_top1']:.2f}% vs the "
+    return (f"{artifact.label}: top-1 accuracy {accuracy['artifact_top1']:.2f}% vs the "
             f"source's {accuracy['source_top1']:.2f}% on {accuracy['rows']} labelled rows "
             f"(drop {accuracy['drop']:.2f} points, {verdict} the "
             f"{allowed if allowed is not None else '-'} allowed)")
@@ -113,7 +113,7 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
     """`-t cpu`: one short line per candidate, the chosen one marked."""
     if not artifact.candidates:
         return []
-    lines = [f"{artifact.target}: candidates (median latency on this machine, timed in turn, "
+    lines = [f"{artifact.label}: candidates (median latency on this machine, timed in turn, "
              "± the spread of the runs)"]
     for c in artifact.candidates:
         timing = (f"{c.latency_ms:8.2f} ms ±{c.spread_ms or 0.0:<5.2f}"
@@ -133,7 +133,7 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
 def _layer_lines(artifact: ArtifactResult) -> list[str]:
     if not artifact.layer_analysis:
         return []
-    lines = [f"{artifact.target}: layers that diverge most (the toolkit's own analysis)"]
+    lines = [f"{artifact.label}: layers that diverge most (the toolkit's own analysis)"]
     for row in artifact.layer_analysis[:5]:
         values = "  ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                            for key, value in row.items() if key not in ("layer", "op"))
