@@ -249,10 +249,10 @@ class ConvertOptions:
     mixed_precision: bool = field(default=True, metadata=_flag(
         "--mixed-precision/--no-mixed-precision", parse=_switch, is_switch=True,
         commands=("convert",),
-        help="When an int8 build misses its budget, keep its most sensitive nodes in fp32, "
-        "as few as the budget allows (searched on the calibration samples, at most half "
-        "the quantisable nodes), and check the result like any artifact (cpu:ort, "
-        "cpu:openvino)."))
+        help="When an int8 build misses its budget, keep its most sensitive nodes in "
+        "higher precision, as few as the budget allows (searched on the calibration "
+        "samples, at most half the quantisable nodes), and check the result like any "
+        "artifact (cpu:ort, cpu:openvino, gpu:tensorrt, npu:rknn, npu:qnn, npu:sophgo)."))
     # -- the check ------------------------------------------------------------------------
     data: Path | None = field(default=None, metadata=_flag(
         "--data", parse=_path, metavar="FILE.npz|DIR",
