@@ -23,7 +23,9 @@ exporters.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,20 +302,53 @@ def _run_step(step: _DecoderStep, layout: CacheLayout, feeds: dict[str, np.ndarr
 def _greedy_decode(model: Any, prompt: np.ndarray, steps: int, torch) -> DecodeReference:
     """transformers' own greedy ``generate``: ``steps`` new tokens, no stopping, no logits
     processors (so each token is the argmax of the raw logits it records)."""
-    from transformers import GenerationConfig
-
-    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=steps,
-                              min_new_tokens=steps, eos_token_id=None, pad_token_id=0,
-                              repetition_penalty=1.0, no_repeat_ngram_size=0)
     ids = torch.from_numpy(prompt)
-    with torch.no_grad():
+    with neutral_generation(model, steps=steps, pad_token_id=0) as config, torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                             generation_config=config, output_logits=True,
-                             return_dict_in_generate=True)
+                             generation_config=config)
     tokens = out.sequences[0, prompt.shape[1]:].numpy().astype(np.int64)
     logits = torch.stack([step[0] for step in out.logits]).float().numpy()
+    check_greedy(tokens, logits, steps)
     return DecodeReference(prompt, tokens, logits,
                            f"transformers {_version()} generate (greedy)")
+
+
+# Every setting of generate that could make a token other than the argmax of the raw logits.
+NEUTRAL_GENERATION = {
+    "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "length_penalty": 1.0, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "forced_decoder_ids": None, "bad_words_ids": None, "eos_token_id": None}
+
+
+@contextlib.contextmanager
+def neutral_generation(model: Any, **settings: Any) -> Iterator[Any]:
+    """The GenerationConfig of a plain greedy decode of exactly ``max_new_tokens``, lent to
+    ``model`` meanwhile: generate fills the settings a passed config leaves None (the end
+    token, suppressed and forced tokens) from the model's own generation config."""
+    from transformers import GenerationConfig
+
+    steps = settings.pop("steps", None)
+    neutral = {**NEUTRAL_GENERATION, **settings}
+    if steps is not None:
+        neutral.update(max_new_tokens=steps, min_new_tokens=steps)
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(**neutral)
+    try:
+        yield GenerationConfig(**neutral, output_logits=True, return_dict_in_generate=True)
+    finally:
+        model.generation_config = saved
+
+
+def check_greedy(tokens: np.ndarray, logits: np.ndarray, steps: int) -> None:
+    """Refuse a reference that is not a plain greedy decode of ``steps`` tokens."""
+    if logits.shape[0] != steps or len(tokens) != steps:
+        raise ConversionError(f"generate returned {len(tokens)} tokens and {logits.shape[0]} "
+                              f"steps of logits, not {steps}", code="bad-reference")
+    if not np.array_equal(tokens, logits.argmax(axis=-1)):
+        raise ConversionError("generate's tokens are not the argmax of its raw logits: a "
+                              "logits processor changed the greedy pick",
+                              hint="report the model", code="bad-reference")
 
 
 def _version() -> str:

@@ -229,3 +229,22 @@ models:
     assert report["source"]["options"]["task"] == "text-generation-with-past"
     assert _artifact(report, "cpu:ort")["decode"]["identical"] == 5
     assert second.exit_code == 0 and "1 from cache" in second.stdout
+
+
+def test_the_reference_is_the_raw_greedy_decode_even_through_the_end_token(
+        cli, tmp_path) -> None:
+    """generate fills a passed config's unset settings from the model's own: its
+    eos_token_id and min_new_tokens would mask the end token and pick another. The model
+    here prefers its end token (0), so the reference must hold it."""
+    model = build("qwen2")
+    with torch.no_grad():
+        model.lm_head.weight[0] *= 20
+    model.save_pretrained(tmp_path / "eos")
+
+    result = cli("convert", str(tmp_path / "eos"), "-t", "onnx", "--decode-steps", "8",
+                 out=tmp_path / "out")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    decode = _artifact(result.report, "onnx")["decode"]
+    assert 0 in decode["reference_tokens"]
+    assert decode["identical"] == 8
