@@ -43,7 +43,7 @@ from convertkit.platforms.ort_runner import OrtRunner
 from convertkit.records import encode
 from convertkit.registry import load_platforms
 from convertkit.reports.record import ArtifactResult, KeptNode, MixedPrecision, error_record
-from convertkit.selection import time_interleaved
+from convertkit.selection import time_decoding, time_interleaved
 from convertkit.spec import InputSpec, Precision, Status, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,10 @@ def check_decode(context: BuildContext, platform: Platform,
 
 
 def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Time the given artifacts in turn on the first evaluation sample
-    (selection.time_interleaved): their timings by index."""
+    """Time the given artifacts in turn: their timings by index. A decoder with a KV cache
+    decoding the check's greedy continuation with its own cache (selection.time_decoding:
+    time to first token, then per-token latency), any other model on the first evaluation
+    sample (selection.time_interleaved)."""
     context = BuildContext.from_payload(payload["context"])
     platforms = load_platforms()
     runners: dict[int, Runner] = {}
@@ -206,7 +208,16 @@ def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:
         runner = platforms[item["platform"]]().open(artifact)
         if runner is not None:
             runners[item["index"]] = runner
-    timings = time_interleaved(runners, context.evidence.samples[0])
+    cache = None
+    if context.decode_path is not None:
+        from convertkit.checker.decode import CacheInputs, DecodeReference
+
+        cache = CacheInputs.of(_hub(context.staging / HUB_MODEL)[0])
+    if cache is not None and context.decode_path is not None:
+        reference = DecodeReference.load(context.decode_path)
+        timings = time_decoding(runners, cache, reference)
+    else:
+        timings = time_interleaved(runners, context.evidence.samples[0])
     return {str(index): encode(timing) for index, timing in timings.items()}
 
 

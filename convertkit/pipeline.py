@@ -33,6 +33,7 @@ from convertkit.registry import (
 from convertkit.reports import write_reports
 from convertkit.reports.record import ArtifactResult, Report, error_record
 from convertkit.selection import (
+    DECODER_ONLY,
     NOT_EVIDENCE,
     NOT_EVIDENCE_HINT,
     Candidate,
@@ -40,6 +41,7 @@ from convertkit.selection import (
     Timing,
     candidates,
     choose,
+    decode_record,
 )
 from convertkit.spec import (
     Family,
@@ -277,10 +279,16 @@ def _select_cpu(steps: _TargetSteps, precision: Precision | None,
     """`-t cpu`: build and check every CPU candidate, time those that pass in turn, keep
     the fastest beyond the timing noise (selection.py). The result is the chosen
     candidate's, with every candidate listed."""
-    found = candidates(load_platforms().values(), Family.CPU, precision)
+    decoder = steps.context.decode_path is not None
+    found = candidates(load_platforms().values(), Family.CPU, precision, decoder=decoder)
     if not found:
-        error = UsageError(f"no CPU platform here builds {precision.value if precision else ''}",
-                           hint="`convertkit targets` lists the CPU targets",
+        only_decoders = precision in DECODER_ONLY and not decoder
+        error = UsageError(f"no CPU platform here builds {precision.value if precision else ''}"
+                           + (" for this model" if only_decoders else ""),
+                           hint=("`-t cpu` builds int4 (weight-only) for decoders with a KV "
+                                 "cache only; ask -t cpu:ort or -t cpu:openvino for it"
+                                 if only_decoders else
+                                 "`convertkit targets` lists the CPU targets"),
                            code="no-candidate")
         return ArtifactResult(str(AUTO_CPU_TARGET), Status.ERROR, error=error_record(error))
     records, results = [], []
@@ -297,18 +305,23 @@ def _select_cpu(steps: _TargetSteps, precision: Precision | None,
         reason = result.error["message"] if result.error else ""
         if unproven and result.status == Status.PASS:
             reason = NOT_EVIDENCE
+        if result.decode is not None and not result.decode.within_budget and not reason:
+            reason = f"decode check failed: {result.decode.note}"
         records.append(CandidateRecord(
             str(candidate.target), candidate.precision.value, result.status, result.path,
             result.latency_ms, worst.max_abs if worst else None,
             min((m.cosine for m in result.outputs if m.cosine is not None), default=None),
             reason=reason, calibrated_on_generated=unproven,
             accuracy_drop=result.accuracy["drop"] if result.accuracy else None,
-            mixed=result.mixed_precision.summary() if result.mixed_precision else ""))
-    progress("timing the candidates that passed, in turn")
+            mixed=result.mixed_precision.summary() if result.mixed_precision else "",
+            decode=decode_record(result.decode)))
+    progress("timing the candidates that passed, in turn"
+             + (", decoding token by token" if decoder else ""))
     timings = _time_candidates(steps, found, results, records)
     for index, timing in timings.items():
         records[index] = replace(records[index], latency_ms=timing.median_ms,
-                                 spread_ms=timing.spread_ms, round_ms=timing.round_ms)
+                                 spread_ms=timing.spread_ms, round_ms=timing.round_ms,
+                                 ttft_ms=timing.ttft_ms, tokens_per_s=timing.tokens_per_s)
         results[index] = replace(results[index], latency_ms=timing.median_ms)
     picked = choose(records)
     if picked is None:
@@ -332,8 +345,9 @@ def _time_candidates(steps: _TargetSteps, found: Sequence[Candidate],
                      results: Sequence[ArtifactResult],
                      records: list[CandidateRecord]) -> dict[int, Timing]:
     """The timings of every candidate that passed, measured in turn on the first
-    evaluation sample. When timing them together crashes, each is timed alone (its runs
-    then pair with no other's), and one whose timing crashes cannot be chosen."""
+    evaluation sample (a decoder: decoding the check's greedy continuation). When timing
+    them together crashes, each is timed alone (its runs then pair with no other's), and
+    one whose timing crashes cannot be chosen."""
     passed = [i for i, r in enumerate(results) if r.status == Status.PASS and r.path]
     if not passed:
         return {}

@@ -50,6 +50,10 @@ class Precision(enum.StrEnum):
     FP16 = "fp16"
     BF16 = "bf16"
     INT8 = "int8"
+    # Weight-only int4 (block-wise int4 weights, activations not quantised): cpu:ort and
+    # cpu:openvino, for decoders with a KV cache, whose decode speed is bound by reading
+    # the weights.
+    INT4 = "int4"
 
 
 def parse_dtype(text: str) -> str:

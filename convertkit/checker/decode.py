@@ -21,7 +21,8 @@ share of steps: every step at fp32, ``MIN_TOKEN_MATCH`` below it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from convertkit.spec import Precision
 DECODE_FILE = "decode.npz"
 # The share of steps (ties aside) whose token must be the reference's, per precision.
 MIN_TOKEN_MATCH = {Precision.FP32: 1.0, Precision.FP16: 0.9, Precision.BF16: 0.9,
-                   Precision.INT8: 0.75}
+                   Precision.INT8: 0.75, Precision.INT4: 0.7}
 _PAST = "past_key_values."
 _PRESENT = "present."
 
@@ -159,6 +160,24 @@ def teacher_forced_logits(runner: Any, cache: CacheInputs,
         for name in cache.past:
             feeds[name] = outputs[cache.present_for(name)]
     return np.stack(steps)
+
+
+def timed_decode(runner: Any, cache: CacheInputs, reference: DecodeReference,
+                 clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """The milliseconds of each of ``runner``'s runs in teacher_forced_logits: the first
+    is the prompt's (the time to the first token), the others one cached decode step each
+    (the runner fed the presents it returned)."""
+    times: list[float] = []
+
+    class _Timed:
+        def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            start = clock()
+            outputs = runner.run(feeds)
+            times.append((clock() - start) * 1000)
+            return outputs
+
+    teacher_forced_logits(_Timed(), cache, reference)
+    return times
 
 
 def compare_decode(logits: np.ndarray, reference: DecodeReference, budget: Budget,

@@ -46,7 +46,7 @@ def test_integers_are_accepted_and_the_table_is_report_data(tmp_path):
 
     assert budget_table_dict(table)["fp16"] == {"atol": 1.0, "rtol": 0.01,
                                                 "max_accuracy_drop": 0.5}
-    assert set(budget_table_dict()) == {"fp32", "fp16", "bf16", "int8"}
+    assert set(budget_table_dict()) == {"fp32", "fp16", "bf16", "int8", "int4"}
 
 
 @pytest.mark.parametrize(

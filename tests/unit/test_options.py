@@ -64,7 +64,7 @@ def test_report_formats(value, expected) -> None:
     ({"atol": "lots"}, "must be a number >= 0"),
     ({"opset": 99}, "opset 99 is out of range"),
     ({"optimize": "yes"}, "must be true or false"),
-    ({"precision": "int4"}, "unknown precision 'int4'"),
+    ({"precision": "int3"}, "unknown precision 'int3'"),
     ({"framework": "pytorh"}, "unknown framework 'pytorh'"),
     ({"inputs": ["x:1xfoo!"]}, "cannot read dimension"),
     ({"output_names": [""]}, "must be a non-empty string"),

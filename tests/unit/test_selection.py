@@ -17,6 +17,7 @@ from convertkit.selection import (
     CandidateRecord,
     candidates,
     choose,
+    time_decoding,
     time_interleaved,
 )
 from convertkit.spec import Family, Precision, Status
@@ -126,6 +127,57 @@ def test_candidates_are_timed_in_turn_round_after_round() -> None:
     assert MIN_ROUNDS <= timings[0].runs <= TIMED_ROUNDS
     assert timings[0].median_ms == 1000.0 and timings[0].spread_ms == 0.0
     assert calls[-2:] == ["close b", "close a"]
+
+
+class _Decoder(Runner):
+    """A real runner shaped like an exported decoder (logits, one layer's presents) whose
+    prompt step costs 4 clock ticks more than a cached step."""
+
+    def __init__(self, name: str, calls: list[str], clock: list[int]) -> None:
+        self.name, self.calls, self.clock = name, calls, clock
+
+    def __enter__(self) -> _Decoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens = feeds["input_ids"].shape[1]
+        if tokens > 1:
+            self.clock[0] += 4
+        self.calls.append(f"{self.name}{'P' if tokens > 1 else ''}")
+        past = feeds["past_key_values.0.key"]
+        present = np.concatenate([past, np.zeros((1, 2, tokens, 4), np.float32)], axis=2)
+        return {"logits": np.zeros((1, tokens, 10), np.float32),
+                "present.0.key": present, "present.0.value": present}
+
+
+def test_decoders_are_timed_decoding_in_turn_round_after_round() -> None:
+    from convertkit.checker.decode import CacheInputs, DecodeReference
+
+    cache = CacheInputs(("past_key_values.0.key", "past_key_values.0.value"),
+                        {"past_key_values.0.key": (2, 4), "past_key_values.0.value": (2, 4)},
+                        False)
+    reference = DecodeReference(np.zeros((1, 5), np.int64), np.arange(3),
+                                np.zeros((3, 10), np.float32), "test")
+    calls: list[str] = []
+    clock = [0]
+
+    def tick() -> float:
+        clock[0] += 1
+        return float(clock[0])
+
+    timings = time_decoding({0: _Decoder("a", calls, clock), 1: _Decoder("b", calls, clock)},
+                            cache, reference, clock=tick)
+
+    # One decode per runner per round: the prompt, then a cached step per further token.
+    assert calls[:6] == ["aP", "a", "a", "bP", "b", "b"]
+    assert calls[6:] == ["aP", "a", "a", "bP", "b", "b"] * (len(calls[6:]) // 6)
+    timing = timings[1]
+    assert MIN_ROUNDS <= timing.runs <= TIMED_ROUNDS
+    assert timing.ttft_ms == 5000.0  # the prompt's step: 1 tick + 4
+    assert timing.median_ms == 1000.0 and timing.tokens_per_s == 1.0
 
 
 def test_candidates_are_the_family_platforms_at_each_precision() -> None:
