@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from convertkit.errors import ConversionError
+
 SEQ2SEQ_OPSET = 17
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -147,24 +149,9 @@ def export_seq2seq(model: Any, folder: Path, opset: int = SEQ2SEQ_OPSET) -> Seq2
     layout = replace(_layout(model, torch), encoder_path=folder / ENCODER_FILE,
                      decoder_path=folder / DECODER_FILE)
     encoder_feeds = _trace_encoder_inputs(layout, torch)
+    encoder, decoder = torch_steps(model, layout)
     with torch.no_grad():
-        out = model(**encoder_feeds, decoder_input_ids=_start_tensor(layout, torch),
-                    use_cache=True, return_dict=True)
-    expected = [tensor for layer in _returned_cache(out).cross_attention_cache.layers
-                for tensor in (layer.keys, layer.values)]
-    # The cross-attention cache from the cross-attention modules alone, checked against
-    # the model's own; else from a pass of the whole decoder.
-    for cross_attentions in (_cross_attentions(model, layout, torch), []):
-        encoder, decoder = _modules(model, layout, torch, cross_attentions)
-        with torch.no_grad():
-            encoded = encoder(*encoder_feeds.values())
-        if len(encoded) - 1 == len(expected) and all(
-                torch.allclose(got, want, rtol=1e-5, atol=1e-6)
-                for got, want in zip(encoded[1:], expected, strict=True)):
-            break
-    else:
-        raise RuntimeError(f"{type(model).__name__}: the encoder's cross-attention cache is "
-                           "not the one the model computes")
+        encoded = encoder(*encoder_feeds.values())
     batch = 1
     generator = torch.Generator().manual_seed(0)
     decoder_feeds: dict[str, Any] = {"input_ids": torch.zeros((batch, 2), dtype=torch.int64)}
@@ -213,6 +200,32 @@ def export_seq2seq(model: Any, folder: Path, opset: int = SEQ2SEQ_OPSET) -> Seq2
             raise
         _name_cache_dims(path, layout)
     return layout
+
+
+def torch_steps(model: Any, layout: Seq2SeqLayout) -> tuple[Any, Any]:
+    """The encoder and decoder of ``model`` as modules on flat tensors, taking and returning
+    what encoder.onnx and decoder.onnx do: what is exported, and what computes the check's
+    references."""
+    import torch
+
+    encoder_feeds = _trace_encoder_inputs(layout, torch)
+    with torch.no_grad():
+        out = model(**encoder_feeds, decoder_input_ids=_start_tensor(layout, torch),
+                    use_cache=True, return_dict=True)
+    expected = [tensor for layer in _returned_cache(out).cross_attention_cache.layers
+                for tensor in (layer.keys, layer.values)]
+    # The cross-attention cache from the cross-attention modules alone, checked against
+    # the model's own; else from a pass of the whole decoder.
+    for cross_attentions in (_cross_attentions(model, layout, torch), []):
+        encoder, decoder = _modules(model, layout, torch, cross_attentions)
+        with torch.no_grad():
+            encoded = encoder(*encoder_feeds.values())
+        if len(encoded) - 1 == len(expected) and all(
+                torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+                for got, want in zip(encoded[1:], expected, strict=True)):
+            return encoder, decoder
+    raise RuntimeError(f"{type(model).__name__}: the encoder's cross-attention cache is "
+                       "not the one the model computes")
 
 
 def _name_cache_dims(path: Path, layout: Seq2SeqLayout) -> None:
@@ -453,41 +466,24 @@ def greedy_reference(model: Any, encoder_inputs: Feeds, steps: int,
     the argmax decides: no sampling, no beams, no stopping, no forced, suppressed or
     timestamp tokens (checked: every token is the argmax of its raw logits)."""
     import torch
-    from transformers import GenerationConfig
 
-    neutral: dict[str, Any] = {
-        "do_sample": False, "num_beams": 1, "max_new_tokens": steps, "min_new_tokens": steps,
-        "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-        "encoder_no_repeat_ngram_size": 0, "length_penalty": 1.0,
-        "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
-        "begin_suppress_tokens": None, "forced_decoder_ids": None, "bad_words_ids": None,
-        "eos_token_id": None, "decoder_start_token_id": _decoder_start_token(model)}
-    config = GenerationConfig(**neutral, output_logits=True, return_dict_in_generate=True)
+    from convertkit.adapters.hf_export import check_greedy, neutral_generation
+
+    start = _decoder_start_token(model)
     kwargs = {name: torch.from_numpy(np.asarray(value)) for name, value in encoder_inputs.items()}
-    saved = model.generation_config
-    # generate() fills what its config leaves None from the model's generation config
-    # (eos, suppressed and forced tokens...): lend it the neutral one meanwhile.
-    model.generation_config = GenerationConfig(**neutral)
-    try:
-        with torch.no_grad():
-            extra = ({"return_timestamps": False} if _takes_features(model) else {})
-            out = model.generate(**kwargs, generation_config=config, **extra)
-    finally:
-        model.generation_config = saved
+    extra = {"return_timestamps": False} if _takes_features(model) else {}
+    with neutral_generation(model, steps=steps, decoder_start_token_id=start) as config, \
+            torch.no_grad():
+        out = model.generate(**kwargs, generation_config=config, **extra)
     logits = torch.stack([step[0] for step in out.logits]).float().numpy()
     sequence = out.sequences[0].numpy().astype(np.int64)
-    start = neutral["decoder_start_token_id"]
-    tokens = sequence[1:]
-    if logits.shape[0] != steps or len(sequence) != steps + 1 or sequence[0] != start:
+    if len(sequence) != steps + 1 or sequence[0] != start:
         # The decoder is fed the start token alone before the new tokens: anything else
         # generate put first (Whisper's language or task tokens) would not be decoded.
-        raise RuntimeError(f"generate returned {logits.shape[0]} steps of logits and the "
-                           f"sequence {sequence.tolist()}, not [{start}] and {steps} new "
-                           "tokens")
-    if not np.array_equal(tokens, logits.argmax(axis=-1)):
-        raise RuntimeError("generate's tokens are not the argmax of its raw logits: a "
-                           "logits processor changed the greedy pick")
-    return tokens, logits
+        raise ConversionError(f"generate returned the sequence {sequence.tolist()}, not "
+                              f"[{start}] and {steps} new tokens", code="bad-reference")
+    check_greedy(sequence[1:], logits, steps)
+    return sequence[1:], logits
 
 
 # --- the artifact's decode ----------------------------------------------------------------
