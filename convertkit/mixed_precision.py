@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +84,6 @@ def rank_nodes(fp32_path: Path, proxy_path: Path,
     ``proxy_path`` is ``fp32_path`` quantised to QDQ, node names kept."""
     fp32 = onnx.load(str(fp32_path))
     proxy = onnx.load(str(proxy_path))
-    reference = _expose_and_run(fp32, samples[:SENSITIVITY_SAMPLES])
-    quantised = _expose_and_run(proxy, samples[:SENSITIVITY_SAMPLES])
     producers = {out: node for node in proxy.graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in proxy.graph.node:
@@ -94,11 +92,11 @@ def rank_nodes(fp32_path: Path, proxy_path: Path,
     # Each fp32 tensor against the proxy's value of it as its readers see it: dequantised
     # where the proxy quantised it (a quantiser may drop a Relu into its producer's
     # QuantizeLinear, so the value before it is not comparable).
-    sqnr = {}
-    for name, values in reference.items():
-        seen = _after_quantisation(name, consumers)
-        if seen in quantised:
-            sqnr[name] = _sqnr(values, quantised[seen])
+    in_proxy = {out for node in proxy.graph.node for out in node.output} | {
+        o.name for o in proxy.graph.output}
+    pairs = {name: seen for node in fp32.graph.node for name in node.output if name
+             for seen in [_after_quantisation(name, consumers)] if seen in in_proxy}
+    sqnr = _paired_sqnr(fp32, proxy, pairs, samples[:SENSITIVITY_SAMPLES])
     names = set(quantisable_nodes(fp32))
     ranked = []
     for node in proxy.graph.node:
@@ -109,7 +107,7 @@ def rank_nodes(fp32_path: Path, proxy_path: Path,
                   if quantised_input and name in sqnr]
         if not inputs:  # reads no quantised activation: nothing quantised it here
             continue
-        outputs = [sqnr[name] for name in (o if o in reference else
+        outputs = [sqnr[name] for name in (o if o in pairs else
                                            _after_quantisation(o, consumers)
                                            for o in node.output) if name in sqnr]
         if not outputs:
@@ -145,34 +143,60 @@ def _after_quantisation(name: str, consumers: Mapping[str, list[onnx.NodeProto]]
     return name
 
 
-def _expose_and_run(model: onnx.ModelProto, samples: Sequence[Mapping[str, np.ndarray]],
-                    ) -> dict[str, list[np.ndarray]]:
-    """Every node output of ``model`` on each sample, by tensor name."""
-    from convertkit.ir.expose import with_every_output
+def _paired_sqnr(fp32: onnx.ModelProto, proxy: onnx.ModelProto, pairs: Mapping[str, str],
+                 samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """{fp32 tensor: SQNR in dB of the proxy's tensor ``pairs[name]`` against it} over
+    every sample, for the float tensors; the two models run side by side, one sample at
+    a time, so only the running sums are kept (every intermediate of every sample of a
+    ResNet-50 would take gigabytes)."""
     from convertkit.ir.io import save_model
     from convertkit.platforms.ort_runner import OrtRunner
 
-    values: dict[str, list[np.ndarray]] = {}
+    sums: dict[str, list[float]] = {}  # [signal, noise]; noise NaN: shapes differ
     with tempfile.TemporaryDirectory(prefix="convertkit-sensitivity-") as scratch:
-        exposed = Path(scratch, "exposed.onnx")
-        save_model(with_every_output(model), exposed)
-        with OrtRunner(exposed) as runner:
+        reference_path, proxy_path = Path(scratch, "fp32.onnx"), Path(scratch, "proxy.onnx")
+        save_model(_exposing(fp32, pairs), reference_path)
+        save_model(_exposing(proxy, set(pairs.values())), proxy_path)
+        with OrtRunner(reference_path) as reference, OrtRunner(proxy_path) as quantised:
             for sample in samples:
-                for name, value in runner.run(sample).items():
-                    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                        values.setdefault(name, []).append(value)
-    return values
+                expected = reference.run(sample)
+                actual = quantised.run(sample)
+                for name, seen in pairs.items():
+                    ref, got = expected.get(name), actual.get(seen)
+                    if not (isinstance(ref, np.ndarray) and ref.dtype.kind == "f"
+                            and isinstance(got, np.ndarray) and got.dtype.kind == "f"):
+                        continue
+                    total = sums.setdefault(name, [0.0, 0.0])
+                    if ref.shape != got.shape:
+                        total[1] = math.nan
+                        continue
+                    ref64 = ref.astype(np.float64)
+                    total[0] += float(np.dot(ref64.ravel(), ref64.ravel()))
+                    difference = ref64 - got
+                    total[1] += float(np.dot(difference.ravel(), difference.ravel()))
+                del expected, actual
+    return {name: _sqnr_of(signal, noise) for name, (signal, noise) in sums.items()}
 
 
-def _sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
-    """10 log10(signal power / noise power) over every sample, in dB, at most the ceiling."""
-    signal = noise = 0.0
-    for ref, got in zip(reference, actual, strict=False):
-        if ref.shape != got.shape:
-            return SQNR_CEILING_DB
-        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        signal += float(np.sum(ref64 * ref64))
-        noise += float(np.sum((ref64 - got64) ** 2))
+def _exposing(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs also list the node outputs ``names``
+    (untyped: ONNX Runtime takes the type it infers)."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {o.name for o in exposed.graph.output}
+    produced = {out for node in exposed.graph.node for out in node.output}
+    for name in names:
+        if name in produced and name not in present:
+            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    return exposed
+
+
+def _sqnr_of(signal: float, noise: float) -> float:
+    """10 log10(signal power / noise power), in dB, within the ceiling; NaN noise (the
+    shapes differed: nothing to compare) counts as exact."""
+    if math.isnan(noise):
+        return SQNR_CEILING_DB
     if not math.isfinite(noise):
         return -SQNR_CEILING_DB
     if noise == 0.0 or signal == 0.0:
