@@ -129,6 +129,8 @@ def convert(
             part_record = _source_record(lowered if not name else part, hub_info, hub, name)
             check_record = _check_record(part, staging, options, budgets)
             if name:
+                source_record.update(exporter=lowered.exporter, notes=list(lowered.notes),
+                                     log=str(LOG_FILE))
                 source_record.setdefault("components", {})[name] = part_record
                 checks[name] = check_record
             else:

@@ -150,14 +150,14 @@ def lower_decoder(model: Any, request: LowerRequest, notes: list[str]) -> Lowere
     plan = plan_samples([spec], load_model(request.export_path, load_external_data=False),
                         data=request.options.data, calib_data=request.options.calib_data,
                         labels=None, seed=request.seed, calibrate=request.calibrate)
-    prompts = [_prompt(sample["input_ids"]) for sample in plan.evaluation.samples]
+    prompts = [prompt_ids(sample["input_ids"]) for sample in plan.evaluation.samples]
     evaluation, references = [], []
     for prompt in prompts:
         for feeds in _decoding_steps(step, layout, prompt, torch):
             evaluation.append(feeds)
             references.append(_run_step(step, layout, feeds, torch))
     calibration = [feeds for sample in plan.calibration.samples
-                   for feeds in _decoding_steps(step, layout, _prompt(sample["input_ids"]),
+                   for feeds in _decoding_steps(step, layout, prompt_ids(sample["input_ids"]),
                                                 torch)]
     plan = replace(plan, evaluation=replace(plan.evaluation, samples=tuple(evaluation)),
                    calibration=replace(plan.calibration, samples=tuple(calibration)))
@@ -262,7 +262,7 @@ def _export_decoder(step: _DecoderStep, layout: CacheLayout, request: LowerReque
             code="export-failed") from error
 
 
-def _prompt(ids: np.ndarray) -> np.ndarray:
+def prompt_ids(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
         raise UsageError(f"a prompt must be a non-empty 1-D array of token ids, not "

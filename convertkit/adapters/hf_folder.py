@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convertkit.errors import ConversionError, UsageError
+from convertkit.errors import UsageError
 from convertkit.safe_text import printable
 
 CONFIG_FILE = "config.json"
@@ -38,7 +38,7 @@ class Task:
     name: str
     auto_class: str
     with_past: bool = False  # a decoder exported with its KV cache as inputs and outputs
-    supported: bool = True
+    encoder_decoder: bool = False  # exported as an encoder and a decoder with its cache
 
 
 TASKS = {task.name: task for task in (
@@ -50,9 +50,9 @@ TASKS = {task.name: task for task in (
     Task("fill-mask", "AutoModelForMaskedLM"),
     Task("image-classification", "AutoModelForImageClassification"),
     Task("text2text-generation-with-past", "AutoModelForSeq2SeqLM", with_past=True,
-         supported=False),
-    Task("text2text-generation", "AutoModelForSeq2SeqLM", supported=False),
-    Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", supported=False),
+         encoder_decoder=True),
+    Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", with_past=True,
+         encoder_decoder=True),
 )}
 
 # The class name's ending -> the task it implies (the first match wins).
@@ -166,11 +166,6 @@ def resolve_task(config: dict[str, Any], given: str | None) -> Task:
                 and config.get("model_type") in _SPEECH_MODEL_TYPES):
             name = "automatic-speech-recognition"
         task = TASKS[name]
-    if not task.supported:
-        raise ConversionError(
-            f"task {task.name} (an encoder-decoder) is not supported yet",
-            hint="convert decoder-only and encoder-only models; encoder-decoders (T5, "
-                 "BART, Whisper) are planned", code="task-not-supported")
     return task
 
 

@@ -545,3 +545,138 @@ def onnxruntime_runner(path: Path) -> Runner:
         return dict(zip(names, values, strict=True))
 
     return run
+
+
+# --- lowering: the encoder and the decoder as two parts of one conversion ---------------
+
+def lower_seq2seq(model: Any, request: Any, notes: list[str]) -> Any:
+    """Export ``model`` as encoder.onnx and decoder.onnx, each a part of the conversion
+    (adapters.Lowered.parts) with its own check: the encoder on the prompts (or audio
+    features), the decoder on real decoding steps (each prompt's first step, with the
+    source's cross-attention cache and an empty self-attention cache, and the step after
+    it), and the decoder's token-by-token check on the source's greedy decode."""
+    import torch
+
+    from convertkit.adapters import Lowered, save_check_data
+    from convertkit.adapters.hf_export import PROMPT_TOKENS, prompt_ids
+    from convertkit.checker.decode import DECODE_FILE, DecodeReference
+    from convertkit.checker.samples import plan_samples
+    from convertkit.errors import UsageError, first_line
+    from convertkit.ir.io import load_model
+    from convertkit.spec import InputSpec
+
+    if request.options.inputs:
+        raise UsageError("-i does not apply to an encoder-decoder: its inputs come from its "
+                         "config", hint="drop -i; give inputs as --data (an input_ids or "
+                         "input_features array)", code="option-not-applicable")
+    try:
+        layout = export_seq2seq(model, request.work_dir / "export",
+                                request.options.opset or SEQ2SEQ_OPSET)
+    except Exception as error:
+        raise ConversionError(f"PyTorch could not export the encoder-decoder: "
+                              f"{type(error).__name__}: {first_line(error)}",
+                              hint="the exporter's full output is in logs/export.log",
+                              code="export-failed") from error
+    encoder, decoder = torch_steps(model, layout)
+
+    def run(module: Any, names: list[str], outputs: list[str],
+            feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            values = module(*(torch.from_numpy(np.asarray(feeds[n])) for n in names))
+        return {name: value.numpy() for name, value in zip(outputs, values, strict=True)}
+
+    def encode(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run(encoder, layout.encoder_input_names, layout.encoder_output_names, feeds)
+
+    def decode_step(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run(decoder, layout.decoder_input_names, layout.decoder_output_names, feeds)
+
+    def encoder_feeds(sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if layout.is_text:
+            ids = prompt_ids(sample["input_ids"])
+            return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        return {"input_features": np.asarray(sample["input_features"], np.float32)[None]}
+
+    def decoding_steps(feeds: Mapping[str, np.ndarray], encoded: Mapping[str, np.ndarray],
+                       ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        first = decoder_first_feeds(layout, feeds, encoded)
+        out = decode_step(first)
+        token = np.array([[int(out["logits"][0, -1].argmax())]], np.int64)
+        second = decoder_next_feeds(layout, first, out, token)
+        return [first, second], [out, decode_step(second)]
+
+    if layout.is_text:
+        spec = InputSpec("input_ids", (PROMPT_TOKENS,) if request.options.data is None
+                         else ("sequence",), "int64")
+    else:
+        assert layout.features_shape is not None
+        spec = InputSpec("input_features", layout.features_shape)
+    assert layout.encoder_path is not None and layout.decoder_path is not None
+    plan = plan_samples([spec], load_model(layout.encoder_path, load_external_data=False),
+                        data=request.options.data, calib_data=request.options.calib_data,
+                        labels=None, seed=request.seed, calibrate=request.calibrate)
+    parts: dict[str, dict[str, list]] = {
+        name: {"evaluation": [], "references": [], "calibration": []}
+        for name in ("encoder", "decoder")}
+    for sample in plan.evaluation.samples:
+        feeds = encoder_feeds(sample)
+        encoded = encode(feeds)
+        parts["encoder"]["evaluation"].append(feeds)
+        parts["encoder"]["references"].append(encoded)
+        steps, outputs = decoding_steps(feeds, encoded)
+        parts["decoder"]["evaluation"] += steps
+        parts["decoder"]["references"] += outputs
+    for sample in plan.calibration.samples:
+        feeds = encoder_feeds(sample)
+        parts["encoder"]["calibration"].append(feeds)
+        parts["decoder"]["calibration"] += decoding_steps(feeds, encode(feeds))[0]
+
+    first_input = parts["encoder"]["evaluation"][0]
+    tokens, logits = greedy_reference(model, first_input, request.options.decode_steps)
+    first = decoder_first_feeds(layout, first_input, parts["encoder"]["references"][0])
+    fixed = {name: value for name, value in first.items()
+             if name == "encoder_attention_mask" or name in layout.cross_past_names}
+    import transformers
+
+    reference = DecodeReference(layout.start_tokens(), tokens, logits,
+                                f"transformers {transformers.__version__} generate (greedy)",
+                                fixed=fixed)
+    specs = {
+        "encoder": ([InputSpec("input_ids", ("batch", "encoder_sequence"), "int64"),
+                     InputSpec("attention_mask", ("batch", "encoder_sequence"), "int64")]
+                    if layout.is_text else
+                    [InputSpec("input_features", ("batch", *layout.features_shape))]),
+        "decoder": [InputSpec("input_ids", ("batch", "sequence"), "int64"),
+                    *([InputSpec("encoder_attention_mask", ("batch", "encoder_sequence"),
+                                 "int64")] if layout.is_text else []),
+                    *(InputSpec(name, ("batch", layout.heads, "past_sequence",
+                                       layout.head_dim)) if ".decoder." in name else
+                      InputSpec(name, ("batch", layout.encoder_heads, "encoder_sequence",
+                                       layout.encoder_head_dim))
+                      for name in layout.past_names)]}
+    exported = {"encoder": (layout.encoder_path, layout.encoder_output_names),
+                "decoder": (layout.decoder_path, layout.decoder_output_names)}
+    lowered = {}
+    for name, samples in parts.items():
+        part_request = replace(request, work_dir=request.work_dir / name)
+        part_request.work_dir.mkdir(parents=True, exist_ok=True)
+        path, outputs = exported[name]
+        path.replace(part_request.export_path)
+        part_plan = replace(
+            plan, evaluation=replace(plan.evaluation, samples=tuple(samples["evaluation"])),
+            calibration=replace(plan.calibration, samples=tuple(samples["calibration"])))
+        check = save_check_data(part_request, part_plan, samples["references"])
+        if name == "decoder":
+            reference.save(part_request.work_dir / DECODE_FILE)
+            check = replace(check, decode_path=part_request.work_dir / DECODE_FILE)
+        lowered[name] = Lowered(
+            framework="pytorch", onnx_path=part_request.export_path, check=check,
+            exporter=f"torch.onnx (torchscript), the {name} of an encoder-decoder",
+            inputs=tuple(specs[name]), output_names=tuple(outputs))
+    (request.work_dir / "export").rmdir()  # both models moved into their parts
+    notes.append(f"encoder-decoder exported as two models: encoder (with every decoder "
+                 f"layer's cross-attention cache, {layout.layers} layers) and decoder with "
+                 "its self-attention cache; each is built and checked in its own folder")
+    decoder_part = lowered["decoder"]
+    return replace(decoder_part, exporter="torch.onnx (torchscript), encoder-decoder with "
+                   "KV cache", notes=tuple(notes), parts=tuple(lowered.items()))

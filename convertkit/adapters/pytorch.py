@@ -164,6 +164,10 @@ def _lower_task(model: Any, task: Any, request: LowerRequest, notes: list[str]) 
     from convertkit.adapters import hf_export
 
     model.eval()
+    if task.encoder_decoder:
+        from convertkit.adapters.hf_seq2seq import lower_seq2seq
+
+        return lower_seq2seq(model, request, notes)
     if task.with_past:
         return hf_export.lower_decoder(model, request, notes)
     module, parameters, declared = hf_export.task_module(model, task)

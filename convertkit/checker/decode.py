@@ -40,27 +40,34 @@ MIN_TOKEN_MATCH = {Precision.FP32: 1.0, Precision.FP16: 0.9, Precision.BF16: 0.9
                    Precision.INT8: 0.75, Precision.INT4: 0.7}
 _PAST = "past_key_values."
 _PRESENT = "present."
+_FIXED = "fixed/"
 
 
 @dataclass(frozen=True)
 class DecodeReference:
-    """The source's greedy decode: the prompt [1, P], the new tokens [N], and the raw
-    logits [N, vocab] each was chosen from."""
+    """The source's greedy decode: the prompt [1, P] (an encoder-decoder's decoder: its
+    start token), the new tokens [N], the raw logits [N, vocab] each was chosen from, and
+    the inputs that stay as they are at every step (an encoder-decoder's decoder: the
+    encoder's attention mask and cross-attention cache, from the source's encoder)."""
 
     prompt: np.ndarray
     tokens: np.ndarray
     logits: np.ndarray
     by: str  # "transformers 5.24.0 generate (greedy)"
+    fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         np.savez(path, prompt=self.prompt, tokens=self.tokens, logits=self.logits,
-                 by=np.array(self.by))
+                 by=np.array(self.by),
+                 **{_FIXED + name: value for name, value in self.fixed.items()})
 
     @staticmethod
     def load(path: Path) -> DecodeReference:
         with np.load(path, allow_pickle=False) as data:
+            fixed = {key.removeprefix(_FIXED): data[key] for key in data.files
+                     if key.startswith(_FIXED)}
             return DecodeReference(data["prompt"], data["tokens"], data["logits"],
-                                   str(data["by"]))
+                                   str(data["by"]), fixed)
 
 
 @dataclass(frozen=True)
@@ -110,11 +117,15 @@ class DecodeCheck:
 
 @dataclass(frozen=True)
 class CacheInputs:
-    """The cache inputs of an exported decoder, read from its ONNX model."""
+    """The inputs of an exported decoder with a KV cache, read from its ONNX model."""
 
-    past: tuple[str, ...]  # past_key_values.N.key/value, in the model's input order
+    past: tuple[str, ...]  # past_key_values.*, in the model's input order
     shapes: Mapping[str, tuple[int, int]]  # per past input: (kv_heads, head_dim)
-    takes_position_ids: bool
+    inputs: tuple[str, ...] = ()  # every input of the model
+
+    @property
+    def takes_position_ids(self) -> bool:
+        return "position_ids" in self.inputs
 
     @staticmethod
     def of(model: onnx.ModelProto) -> CacheInputs | None:
@@ -128,7 +139,7 @@ class CacheInputs:
             if value.name in past:
                 dims = value.type.tensor_type.shape.dim
                 shapes[value.name] = (dims[1].dim_value, dims[3].dim_value)
-        return CacheInputs(past, shapes, "position_ids" in names)
+        return CacheInputs(past, shapes, tuple(names))
 
     def present_for(self, past: str) -> str:
         return _PRESENT + past.removeprefix(_PAST)
@@ -138,26 +149,31 @@ def teacher_forced_logits(runner: Any, cache: CacheInputs,
                           reference: DecodeReference) -> np.ndarray:
     """The artifact's last-position logits at each of the reference's steps [N, vocab]:
     the prompt with an empty cache, then each reference token with the cache it
-    returned."""
+    returned. The reference's fixed inputs (an encoder-decoder's cross-attention cache)
+    are fed unchanged at every step."""
     prompt = reference.prompt.astype(np.int64)
     length = prompt.shape[1]
-    feeds: dict[str, np.ndarray] = {"input_ids": prompt,
-                                    "attention_mask": np.ones_like(prompt)}
-    if cache.takes_position_ids:
-        feeds["position_ids"] = np.arange(length, dtype=np.int64)[None]
-    for name in cache.past:
+    growing = [name for name in cache.past if name not in reference.fixed]
+
+    def feeds_for(ids: np.ndarray, total: int) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": ids, **reference.fixed}
+        if "attention_mask" in cache.inputs:
+            feeds["attention_mask"] = np.ones((1, total), np.int64)
+        if cache.takes_position_ids:
+            feeds["position_ids"] = np.arange(total - ids.shape[1], total,
+                                              dtype=np.int64)[None]
+        return feeds
+
+    feeds = feeds_for(prompt, length)
+    for name in growing:
         heads, head_dim = cache.shapes[name]
         feeds[name] = np.zeros((1, heads, 0, head_dim), np.float32)
     steps = []
     for index, token in enumerate(reference.tokens):
         outputs = runner.run(feeds)
         steps.append(np.asarray(outputs["logits"], np.float32)[0, -1])
-        total = length + index + 1
-        feeds = {"input_ids": np.array([[int(token)]], np.int64),
-                 "attention_mask": np.ones((1, total), np.int64)}
-        if cache.takes_position_ids:
-            feeds["position_ids"] = np.array([[total - 1]], np.int64)
-        for name in cache.past:
+        feeds = feeds_for(np.array([[int(token)]], np.int64), length + index + 1)
+        for name in growing:
             feeds[name] = outputs[cache.present_for(name)]
     return np.stack(steps)
 

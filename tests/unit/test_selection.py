@@ -158,7 +158,8 @@ def test_decoders_are_timed_decoding_in_turn_round_after_round() -> None:
 
     cache = CacheInputs(("past_key_values.0.key", "past_key_values.0.value"),
                         {"past_key_values.0.key": (2, 4), "past_key_values.0.value": (2, 4)},
-                        False)
+                        ("input_ids", "attention_mask", "past_key_values.0.key",
+                         "past_key_values.0.value"))
     reference = DecodeReference(np.zeros((1, 5), np.int64), np.arange(3),
                                 np.zeros((3, 10), np.float32), "test")
     calls: list[str] = []

@@ -16,7 +16,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import transformers
 
 from convertkit.adapters.hf_seq2seq import (
     Seq2SeqLayout,
@@ -25,6 +24,7 @@ from convertkit.adapters.hf_seq2seq import (
     onnxruntime_runner,
     teacher_forced_seq2seq,
 )
+from examples.tiny_llm import build
 
 STEPS = 12
 VOCAB = 128
@@ -33,44 +33,15 @@ RTOL = 1e-4  # of the largest logit
 
 
 def _build(kind: str) -> tuple[Any, dict[str, np.ndarray]]:
-    """A tiny random model of ``kind`` and an encoder input for it."""
-    common = {"vocab_size": VOCAB, "attn_implementation": "eager"}
-    if kind == "t5":
-        seed = 5
-        torch.manual_seed(seed)
-        config = transformers.T5Config(
-            d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-            initializer_factor=2.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-            tie_word_embeddings=False, **common)
-        model = transformers.T5ForConditionalGeneration(config)
-    elif kind == "bart":
-        seed = 5
-        torch.manual_seed(seed)
-        config = transformers.BartConfig(
-            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-            max_position_embeddings=64, scale_embedding=False, init_std=0.2,
-            tie_word_embeddings=False, **common)
-        model = transformers.BartForConditionalGeneration(config)
-    else:
-        seed = 6
-        torch.manual_seed(seed)
-        # begin_suppress_tokens left at its default on purpose (220 and 50256, outside
-        # this vocabulary): greedy_reference must neutralize it.
-        config = transformers.WhisperConfig(
-            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-            num_mel_bins=8, max_source_positions=16, max_target_positions=64, init_std=0.3,
-            decoder_start_token_id=3, pad_token_id=0, bos_token_id=3, eos_token_id=2,
-            suppress_tokens=None, **common)
-        model = transformers.WhisperForConditionalGeneration(config)
-    rng = np.random.default_rng(seed)
+    """A tiny random model of ``kind`` (examples/tiny_llm.py) and an encoder input for it."""
+    model = build(kind)
+    rng = np.random.default_rng(6 if kind == "whisper" else 5)
     if kind == "whisper":
         inputs = {"input_features": rng.standard_normal((1, 8, 32)).astype(np.float32)}
     else:
         ids = rng.integers(3, VOCAB, (1, ENCODER_TOKENS)).astype(np.int64)
         inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    return model.eval(), inputs
+    return model, inputs
 
 
 @dataclass
