@@ -16,7 +16,8 @@ save_pretrained into a temporary folder (nothing is downloaded), and converts th
 which builds, checks and times every CPU candidate (weight-only int8 and int4 among them
 for a decoder) and picks the fastest by per-token decode latency. Then, in this one
 process, every candidate the run built (`pass` or `fail`) and torch eager (transformers'
-own forward, fed one token per step with its DynamicCache) decode the check's prompt
+own forward, fed one token per step with its DynamicCache; at torch's default thread
+count, one per core, and on 1 thread) decode the check's prompt
 and greedy tokens, one decode each per round, in turn, round after round
 (selection.time_decoding): time to first token (the prompt's step, empty cache) and the
 per-token latency of the cached steps, medians over the rounds. Each row also gives the
@@ -69,8 +70,9 @@ class TorchEager:
     DynamicCache, started afresh at each prompt (a step fed an empty past) and carried
     from step to step; the presents it hands back are placeholders the next step ignores."""
 
-    def __init__(self, folder: Path, cache: CacheInputs) -> None:
+    def __init__(self, folder: Path, cache: CacheInputs, threads: int = 0) -> None:
         self.folder = folder
+        self.threads = threads  # 0: torch's default (one per core)
         self.past = cache.past
         self.presents = [cache.present_for(name) for name in cache.past]
         self.model: Any = None
@@ -81,6 +83,7 @@ class TorchEager:
         import transformers
 
         torch.set_grad_enabled(False)
+        self.default_threads = torch.get_num_threads()
         self.model = transformers.AutoModelForCausalLM.from_pretrained(self.folder).eval()
         return self
 
@@ -94,6 +97,9 @@ class TorchEager:
         first = feeds[self.past[0]]
         if first is not None and first.shape[2] == 0:
             self.cache = transformers.DynamicCache()
+            threads = self.threads or self.default_threads
+            if torch.get_num_threads() != threads:  # the setting is the process's
+                torch.set_num_threads(threads)
         ids = torch.from_numpy(np.asarray(feeds["input_ids"], np.int64))
         mask = torch.from_numpy(np.asarray(feeds["attention_mask"], np.int64))
         with torch.inference_mode():
@@ -141,9 +147,12 @@ def main() -> None:
     print(f"convert exit {code}; {auto['notes'][0] if auto['notes'] else ''}")
 
     platforms = load_platforms()
-    rows: list[dict[str, Any]] = [{"target": "torch eager", "precision": "fp32",
-                                   "status": "source", "tokens": "-", "chosen": False}]
-    runners: dict[int, Any] = {0: TorchEager(folder, cache)}
+    rows: list[dict[str, Any]] = [
+        {"target": "torch eager", "precision": "fp32", "status": "source", "tokens": "-",
+         "chosen": False},
+        {"target": "torch 1 thread", "precision": "fp32", "status": "source", "tokens": "-",
+         "chosen": False}]
+    runners: dict[int, Any] = {0: TorchEager(folder, cache), 1: TorchEager(folder, cache, 1)}
     for candidate in auto["candidates"]:
         row = {"target": candidate["target"], "precision": candidate["precision"],
                "status": candidate["status"], "chosen": candidate["chosen"],
@@ -163,6 +172,7 @@ def main() -> None:
         rows[index].update(ttft_ms=timing.ttft_ms, ms_per_token=timing.median_ms,
                            tokens_per_s=timing.tokens_per_s, rounds=timing.runs)
     eager = rows[0].get("tokens_per_s") or float("nan")
+    single = rows[1].get("tokens_per_s") or float("nan")
     header = (f"{'runtime':<14} {'prec':<5} {'status':<6} {'decode check':<14} "
               f"{'ttft ms':>8} {'ms/token':>9} {'tok/s':>7} {'x eager':>8}")
     print()
@@ -184,6 +194,8 @@ def main() -> None:
         verdict = "met" if ratio >= GOAL else "MISSED"
         print(f"\nchosen: {chosen['target']} {chosen['precision']}, {ratio:.2f}x torch eager's "
               f"tokens/s (goal {GOAL:.0f}x: {verdict}); its decode check: {chosen['tokens']}")
+        print(f"against torch eager on 1 thread (no OpenMP barriers between 2 threads): "
+              f"{chosen['tokens_per_s'] / single:.2f}x")
     print(f"rounds: {rows[0].get('rounds')}, interleaved; convert's own report: {out}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

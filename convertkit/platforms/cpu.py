@@ -57,8 +57,8 @@ class OrtCpuPlatform(Platform):
     is_family_default: ClassVar[bool] = True
     keeps_nodes_in_fp32: ClassVar[bool] = True  # quantize_static's nodes_to_exclude
     description: ClassVar[str] = ("ONNX Runtime, graph optimisations applied offline "
-                                  "(fp32; int8 by onnxruntime.quantization; weight-only "
-                                  "int8/int4 MatMulNBits for decoders)")
+                                  "(fp32; int8 by onnxruntime.quantization, weight-only "
+                                  "MatMulNBits for decoders; int4 weight-only)")
     # ONNX Runtime reads models from opset 7 on (onnxruntime.ai/docs/reference/compatibility).
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32, Precision.INT8,
                                                    Precision.INT4)

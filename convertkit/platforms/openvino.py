@@ -115,7 +115,7 @@ class OpenVinoCpuPlatform(Platform):
     keeps_nodes_in_fp32: ClassVar[bool] = True  # NNCF's ignored_scope
     description: ClassVar[str] = ("OpenVINO IR (model.xml/.bin) for the CPU: fp32 (f32 hint), "
                                   "bf16 where the CPU has it, int8 by NNCF (weight-only "
-                                  "int8/int4 for decoders)")
+                                  "for decoders), int4 weight-only")
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32, Precision.BF16,
                                                    Precision.INT8, Precision.INT4)
     requirements: ClassVar[Requirements] = Requirements(
