@@ -7,8 +7,9 @@
 - int8: the IR quantised by NNCF (post-training, calibrated on the check inputs or
   --data), run with the f32 hint so the check measures quantisation alone.
 - int8 for a decoder with a KV cache, and int4: weight-only, data-free, by NNCF's
-  compress_weights (WEIGHT_COMPRESSION), run with the f32 hint: activations stay in
-  floating point, decoding reads a quarter (int8) or an eighth (int4) of the weight bytes.
+  compress_weights (WEIGHT_COMPRESSION), run with the f32 hint and the CPU plugin's
+  dynamic quantisation of the compressed MatMuls' activations (per group of 32): decoding
+  reads a quarter (int8) or an eighth (int4) of fp32's weight bytes.
 
 The conversion and NNCF run in a child process: the ONNX frontend can crash on graphs
 it does not expect, and NNCF imports torch and prints progress bars. openvino and nncf
@@ -58,6 +59,9 @@ PRECISION_HINTS = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.INT8
 # weights (NNCF keeps the embeddings and the last MatMul in its INT8_ASYM backup); on a
 # random GPT-2-small, group 32 kept the logits at cosine 0.968 against 0.960 for NNCF's
 # default 128 (INT4_ASYM 128: 0.957, and slower) and decoded as fast.
+# The CPU plugin's own default for compressed weights (OpenVINO 2026.4), set explicitly:
+# activations quantised to int8 per group at run time, like ONNX Runtime's accuracy level 4.
+DYNAMIC_QUANTIZATION_GROUP_SIZE = 32
 WEIGHT_COMPRESSION: dict[Precision, dict[str, Any]] = {
     Precision.INT8: {"mode": "int8_asym"},
     Precision.INT4: {"mode": "int4_sym", "group_size": 32},
@@ -148,17 +152,23 @@ class OpenVinoCpuPlatform(Platform):
         result = convert_to_ir(onnx_path, xml, precision, options, weights_only=weights_only)
         notes = result["notes"]
         if weights_only:
-            notes.append(f"{precision.value}: activations stay in floating point, at the f32 "
-                         "hint")
+            notes.append(f"{precision.value}: the CPU plugin quantises the activations of the "
+                         "compressed MatMuls to int8 at run time, per group of "
+                         f"{DYNAMIC_QUANTIZATION_GROUP_SIZE} (DYNAMIC_QUANTIZATION_GROUP_SIZE, "
+                         f"its default, written to {COMPILE_FILE}); the other ops run at the "
+                         "f32 hint")
         elif precision == Precision.INT8:
             notes.append("int8: the ops NNCF left unquantised run at the f32 hint")
         hint = PRECISION_HINTS[precision]
+        config = {"INFERENCE_PRECISION_HINT": hint}
+        if weights_only:
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(DYNAMIC_QUANTIZATION_GROUP_SIZE)
         settings = {
             "device": "CPU",
-            "config": {"INFERENCE_PRECISION_HINT": hint},
+            "config": config,
             "outputs": result["outputs"],
             "python": "compiled = openvino.Core().compile_model('model.xml', 'CPU', "
-                      f"{{'INFERENCE_PRECISION_HINT': '{hint}'}})",
+                      f"{config!r})",
         }
         (out_dir / COMPILE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         notes.append(f"compile with INFERENCE_PRECISION_HINT={hint} (written to {COMPILE_FILE}); "

@@ -6,6 +6,7 @@ grouped-query attention (examples/tiny_llm.py), real runtimes."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -77,6 +78,10 @@ def test_a_decoder_gets_weight_only_candidates_each_checked_token_by_token(auto_
     xml = (out / found[("cpu:openvino", "int4")]["path"]).read_text()
     assert re.search(r'element_type="[iu]4"', xml)
     assert 'element_type="u8"' in (out / found[("cpu:openvino", "int8")]["path"]).read_text()
+    for precision in ("int8", "int4"):  # compiled as checked: run-time int8 activations
+        settings = json.loads((out / found[("cpu:openvino", precision)]["path"]).with_name(
+            "compile.json").read_text())
+        assert settings["config"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "32"
 
 
 def test_candidates_are_timed_decoding_and_the_chosen_one_passed_its_decode(auto_cpu) -> None:
