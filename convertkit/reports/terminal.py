@@ -113,11 +113,18 @@ def _candidate_lines(artifact: ArtifactResult) -> list[str]:
     """`-t cpu`: one short line per candidate, the chosen one marked."""
     if not artifact.candidates:
         return []
-    lines = [f"{artifact.label}: candidates (median latency on this machine, timed in turn, "
+    decoding = any(c.tokens_per_s is not None for c in artifact.candidates)
+    what = ("decoding: tokens/s and time to first token" if decoding else "median latency")
+    lines = [f"{artifact.label}: candidates ({what} on this machine, timed in turn, "
              "± the spread of the runs)"]
     for c in artifact.candidates:
-        timing = (f"{c.latency_ms:8.2f} ms ±{c.spread_ms or 0.0:<5.2f}"
-                  if c.latency_ms is not None else "       - ms       ")
+        if c.tokens_per_s is not None and c.latency_ms is not None:
+            timing = (f"{c.tokens_per_s:8.1f} tok/s (±{c.spread_ms or 0.0:.2f} ms/token), "
+                      f"first {c.ttft_ms or 0.0:.1f} ms")
+        elif c.latency_ms is not None:
+            timing = f"{c.latency_ms:8.2f} ms ±{c.spread_ms or 0.0:<5.2f}"
+        else:
+            timing = "       - ms       "
         mark = "  <-- chosen" if c.chosen else ""
         detail = f"  {c.reason[:70]}" if c.reason else ""
         if c.accuracy_drop is not None:
