@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[3]
 CONVERTKIT = Path(sys.executable).parent / "convertkit"
-KINDS = ("onnx", "keras", "savedmodel", "paddle", "pt2", "mindir")
+KINDS = ("onnx", "keras", "savedmodel", "paddle", "pt2", "mindir", "hf")
 # The exit codes a hostile file may cause (README "Exit codes"): 0 built and passed, 1 a
 # check failed, 2 unreadable input, 3 the conversion failed, 4 a framework is missing.
 # 5 means convertkit itself failed: for a fuzzer, a bug.
@@ -114,6 +114,8 @@ _SCRIPTS: dict[str, tuple[list[str], str, tuple[str, ...]]] = {
                 "x:2x8"], "paddle", ()),
     "mindir": (["tests/models/mindspore_models.py", "mindir", "mlp", "{folder}/model.mindir",
                 "x:2x8"], "model.mindir", ()),
+    # A Hugging Face folder: config.json (mutated as JSON) and model.safetensors.
+    "hf": (["examples/tiny_llm.py", "{folder}/hf", "--kind", "gpt2"], "hf", ()),
 }
 
 

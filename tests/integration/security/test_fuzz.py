@@ -25,7 +25,8 @@ from tests.integration.security.fuzzing import (
 
 SEED = 16  # the number: change it to fuzz other mutants
 # Mutants per kind: an ONNX run takes under a second, a framework source's a few seconds.
-COUNTS = {"onnx": 16, "keras": 4, "savedmodel": 4, "paddle": 4, "pt2": 4, "mindir": 4}
+COUNTS = {"onnx": 16, "keras": 4, "savedmodel": 4, "paddle": 4, "pt2": 4, "mindir": 4,
+          "hf": 4}
 TIMEOUT_S = 30  # --timeout of each run (a mutant may hang a framework: a FIFO for a file)
 GRACE_S = 30  # over the limit GRACE_S after the timeout, killed 2 * GRACE_S after it
 MEMORY_MB = 4096
