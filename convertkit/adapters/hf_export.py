@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -44,9 +44,6 @@ from convertkit.checker.decode import DECODE_FILE, DecodeReference
 from convertkit.checker.samples import plan_samples
 from convertkit.errors import ConversionError, UsageError, first_line
 from convertkit.spec import InputSpec
-
-if TYPE_CHECKING:
-    pass
 
 PROMPT_TOKENS = 8  # a generated prompt's length
 DECODER_OPSET = 17
@@ -186,6 +183,8 @@ class _DecoderStep:
     def __init__(self, model: Any, layout: CacheLayout) -> None:
         import torch
 
+        keyword = cache_keyword(model)
+
         class Step(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
@@ -200,14 +199,28 @@ class _DecoderStep:
                                       for i in range(layout.layers)],
                                      config=self.model.config)
                 extra = {"position_ids": position_ids} if layout.takes_position_ids else {}
+                extra[keyword] = cache
                 out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                                 past_key_values=cache, use_cache=True, **extra)
+                                 use_cache=True, **extra)
                 present = []
-                for layer in out.past_key_values.layers:
+                for layer in returned_cache(out).layers:
                     present += [layer.keys, layer.values]
                 return (out.logits, *present)
 
         self.module = Step().eval()
+
+
+def cache_keyword(module: Any) -> str:
+    """transformers 5 renames a forward's past_key_values to cache (the old name is
+    deprecated): the one ``module``'s forward declares."""
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The cache a forward returned (``cache``, formerly ``past_key_values``)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def _cache_layout(model: Any, torch) -> CacheLayout:
@@ -215,7 +228,7 @@ def _cache_layout(model: Any, torch) -> CacheLayout:
 
     with torch.no_grad():
         out = model(input_ids=torch.zeros((1, 2), dtype=torch.int64), use_cache=True)
-    cache = getattr(out, "past_key_values", None)
+    cache = returned_cache(out)
     layers = getattr(cache, "layers", None)
     if not isinstance(cache, DynamicCache) or not layers or any(
             getattr(layer, "keys", None) is None or layer.keys.dim() != 4

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from convertkit.adapters.hf_export import cache_keyword, returned_cache
 from convertkit.errors import ConversionError
 
 SEQ2SEQ_OPSET = 17
@@ -212,7 +213,7 @@ def torch_steps(model: Any, layout: Seq2SeqLayout) -> tuple[Any, Any]:
     with torch.no_grad():
         out = model(**encoder_feeds, decoder_input_ids=_start_tensor(layout, torch),
                     use_cache=True, return_dict=True)
-    expected = [tensor for layer in _returned_cache(out).cross_attention_cache.layers
+    expected = [tensor for layer in returned_cache(out).cross_attention_cache.layers
                 for tensor in (layer.keys, layer.values)]
     # The cross-attention cache from the cross-attention modules alone, checked against
     # the model's own; else from a pass of the whole decoder.
@@ -270,7 +271,7 @@ def _layout(model: Any, torch) -> Seq2SeqLayout:
     with torch.no_grad():
         out = model(**kwargs, decoder_input_ids=torch.full((1, 1), start, dtype=torch.int64),
                     use_cache=True, return_dict=True)
-    cache = _returned_cache(out)
+    cache = returned_cache(out)
     self_layers = cache.self_attention_cache.layers
     cross_layers = cache.cross_attention_cache.layers
     key, cross_key = self_layers[0].keys, cross_layers[0].keys
@@ -279,15 +280,6 @@ def _layout(model: Any, torch) -> Seq2SeqLayout:
         encoder_heads=int(cross_key.shape[1]), encoder_head_dim=int(cross_key.shape[3]),
         vocab=int(out.logits.shape[-1]), decoder_start_token_id=start,
         encoder_input="features" if features else "text", features_shape=features_shape)
-
-
-def _cache_kwarg(module: Any) -> str:
-    """transformers 5 renames a forward's past_key_values to cache (the old name is
-    deprecated): the one ``module``'s forward declares."""
-    import inspect
-
-    parameters = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _cross_attentions(model: Any, layout: Seq2SeqLayout, torch) -> list[tuple[Any, int]]:
@@ -335,13 +327,6 @@ def _start_tensor(layout: Seq2SeqLayout, torch) -> Any:
     return torch.from_numpy(layout.start_tokens())
 
 
-def _returned_cache(out: Any) -> Any:
-    """The EncoderDecoderCache a forward returned (``cache``, formerly
-    ``past_key_values``)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def _decoder_start_token(model: Any) -> int:
     for holder in (getattr(model, "generation_config", None), model.config):
         start = getattr(holder, "decoder_start_token_id", None)
@@ -382,7 +367,7 @@ def _modules(model: Any, layout: Seq2SeqLayout, torch,
     encoder computes the cross-attention cache with ``cross_attentions`` (the decoder's
     cross-attention modules, in layer order, and their query size), else by running the
     decoder once."""
-    cache_kwarg = _cache_kwarg(model)
+    cache_kwarg = cache_keyword(model)
 
     def caches(self_past: list[Any], cross_past: list[Any]) -> Any:
         from transformers import DynamicCache, EncoderDecoderCache
@@ -418,7 +403,7 @@ def _modules(model: Any, layout: Seq2SeqLayout, torch,
             for module, query_size in cross_attentions:
                 query = hidden.new_zeros((hidden.shape[0], 1, query_size))
                 module(hidden_states=query, key_value_states=hidden,
-                       **{_cache_kwarg(module): cache})
+                       **{cache_keyword(module): cache})
             return hidden, cache
 
         def cross_by_decoder(self, kwargs, batch):
@@ -428,7 +413,7 @@ def _modules(model: Any, layout: Seq2SeqLayout, torch,
             start = torch.full((batch, 1), layout.decoder_start_token_id, dtype=torch.int64)
             out = self.model(**kwargs, decoder_input_ids=start, use_cache=True,
                              return_dict=True, **{cache_kwarg: caches([], [])})
-            return out.encoder_last_hidden_state, _returned_cache(out)
+            return out.encoder_last_hidden_state, returned_cache(out)
 
     class Decoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -450,7 +435,7 @@ def _modules(model: Any, layout: Seq2SeqLayout, torch,
             out = self.model(decoder_input_ids=input_ids, encoder_outputs=(hidden,),
                              use_cache=True, return_dict=True, **kwargs)
             present = []
-            for layer in _returned_cache(out).self_attention_cache.layers:
+            for layer in returned_cache(out).self_attention_cache.layers:
                 present += [layer.keys, layer.values]
             return (out.logits, *present)
 
