@@ -28,7 +28,8 @@ test: $(STAMP)
 
 # The Sophgo tests need its ~6.5 GB toolchain environment (installed on first run, ~4 min).
 test-sophgo: $(STAMP)
-	$(BIN)/pytest -m sophgo tests/integration/platforms/test_sophgo.py
+	$(BIN)/pytest -m sophgo tests/integration/platforms/test_sophgo.py \
+		tests/integration/platforms/test_sophgo_mixed.py
 
 # Optional, best effort, never fails: headless Chromium from Debian's packages for the
 # test that opens report.html (without it that test is skipped and says why).

@@ -10,6 +10,19 @@ written as one .npz per sample under ``calibration/``), model_deploy (MLIR -> ``
 Precisions per chip (what model_deploy 1.30.2 builds): bm1684x, bm1688, bm1690 fp16
 (default), int8, bf16, fp32; bm1684 int8 and fp32 (no fp16 unit); cv181x bf16 and int8.
 
+int8 with nodes kept (mixed precision, BuildOptions.keep_fp32): model_deploy's
+``--quantize_table``, which lowers the ops it lists in another mode than ``--quantize``.
+The kept nodes run in the chip's best float mode: F16 on bm1684x/bm1688/bm1690, F32 on
+bm1684 (no fp16 unit), BF16 on cv181x (its only float mode). tpu-mlir names an op after
+the first output tensor of the ONNX node it came from and that node's type (``relu_Relu``
+for tensor ``relu``), and when it fuses an activation into the op before it (Conv + Relu)
+the fused op keeps the activation's name: a kept node is the op of its own name, else the
+op of the Relu/Clip that alone consumes its output; the names are matched against the top
+MLIR model_transform writes. The table is kept beside the model (``quantize_table.txt``),
+so model_deploy rebuilds the same model from it. tpu-mlir's own search, run_qtable.py,
+ranks ops by their int8 loss and writes such a table; it is not used here: the ranking and
+search are convertkit's (mixed_precision.py), the same for every backend.
+
 tpu-mlir needs Python 3.10 and pins numpy 1.24 and protobuf 3.20, so it lives in the
 ``sophgo`` toolchain environment and every call to it goes through
 convertkit/toolchain_steps/sophgo.py.
@@ -29,7 +42,7 @@ import onnx
 
 from convertkit.checker.inputs import save_arrays
 from convertkit.checker.samples import load_samples, save_samples
-from convertkit.errors import UsageError
+from convertkit.errors import ConversionError, UsageError
 from convertkit.ir.info import OnnxInfo, describe
 from convertkit.ir.preflight import ListedOps, Requirements
 from convertkit.platforms import (
@@ -93,6 +106,11 @@ CHIP_PRECISIONS: dict[str, tuple[Precision, ...]] = {
     "cv181x": (Precision.BF16, Precision.INT8),
 }
 CHIPS: tuple[str, ...] = tuple(CHIP_PRECISIONS)
+# The precision mixed precision keeps nodes in, per chip: its best float mode.
+KEPT_PRECISION: dict[str, Precision] = {
+    "bm1684x": Precision.FP16, "bm1684": Precision.FP32, "bm1688": Precision.FP16,
+    "bm1690": Precision.FP16, "cv181x": Precision.BF16,
+}
 # model_deploy --quantize, per precision.
 QUANTIZE = {Precision.FP16: "F16", Precision.INT8: "INT8", Precision.BF16: "BF16",
             Precision.FP32: "F32"}
@@ -101,6 +119,9 @@ CVI_CHIPS = frozenset({"cv181x"})  # model_deploy writes a .cvimodel for these
 SETTINGS_FILE = "sophgo.json"
 BUILD_LOG = "sophgo.log"
 CALIBRATION_DIR = "calibration"
+QUANTIZE_TABLE = "quantize_table.txt"
+# Activations tpu-mlir fuses into the op that feeds them, which then takes their name.
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
 STEP = "convertkit.toolchain_steps.sophgo"
 BUILD_TIMEOUT_S = 3600
 
@@ -114,6 +135,9 @@ class SophgoPlatform(Platform):
         f"@CHIP: {', '.join(CHIPS)} (default {DEFAULT_CHIP})")
     precisions: ClassVar[tuple[Precision, ...]] = (
         Precision.FP16, Precision.INT8, Precision.BF16, Precision.FP32)
+    # model_deploy --quantize_table, see the module docstring; F16 on the default chip.
+    keeps_nodes_in_fp32: ClassVar[bool] = True
+    kept_precision: ClassVar[str] = "fp16"
     requirements: ClassVar[Requirements] = Requirements(
         ops=ListedOps(TABLES / "sophgo_ops.txt",
                       source="tpu-mlir 1.30.2, OnnxConverter.onnxop_factory "
@@ -137,6 +161,10 @@ class SophgoPlatform(Platform):
         return TargetPrecisions(builds, f"tpu-mlir builds {' and '.join(p.value for p in builds)} "
                                 f"models for {chip}")
 
+    def kept_precision_for(self, target: TargetSpec) -> str:
+        chip = (target.device or DEFAULT_CHIP).lower()
+        return KEPT_PRECISION[chip].value if chip in KEPT_PRECISION else self.kept_precision
+
     def preflight(self, model: OnnxInfo, target: TargetSpec) -> list[Problem]:
         return device_problems(target, CHIPS, "Sophgo chip")
 
@@ -146,7 +174,8 @@ class SophgoPlatform(Platform):
         precision = build_precision(self, target, options)
         env = require_toolchain(TOOLCHAIN.name, needed_for=f"npu:sophgo@{chip}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        info = describe(onnx.load(str(onnx_path), load_external_data=False))
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        info = describe(model)
         model_path = out_dir / ("model.cvimodel" if chip in CVI_CHIPS else "model.bmodel")
         settings: dict[str, Any] = {
             "model": model_path.name,
@@ -175,6 +204,12 @@ class SophgoPlatform(Platform):
             notes.append(f"int8: symmetric, calibrated by tpu-mlir run_calibration on "
                          f"{len(samples)} sample(s) in {CALIBRATION_DIR}/ (table: {table.name})")
             notes.extend(calibration_notes(options))
+            if options.keep_fp32:
+                kept_mode = QUANTIZE[KEPT_PRECISION[chip]]
+                payload.update(keep=op_candidates(model, options.keep_fp32),
+                               keep_mode=kept_mode,
+                               quantize_table=str((out_dir / QUANTIZE_TABLE).resolve()))
+                files.append(out_dir / QUANTIZE_TABLE)
         with tempfile.TemporaryDirectory(prefix=".tpu-mlir-", dir=out_dir) as work:
             # model_transform and model_deploy write a dozen intermediate files (MLIR at
             # each stage, weights, profiles) into their working folder; only the model
@@ -183,13 +218,19 @@ class SophgoPlatform(Platform):
             result = run_step(env, f"{STEP}:build", payload, what="the tpu-mlir build",
                               log_path=out_dir / BUILD_LOG, timeout_s=BUILD_TIMEOUT_S)
         settings["toolkit"] = f"tpu-mlir {result['toolkit']}"
+        override: dict[str, Any] = {}
+        if "ops" in result:
+            override = kept_override(result["ops"], payload["keep_mode"], payload)
+            settings["quantize_table"] = QUANTIZE_TABLE
+            notes.append(kept_note(result["ops"], payload["keep_mode"]))
         (out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         simulator = f"the tpu-mlir {result['toolkit']} cmodel simulator ({chip})"
         notes.append(f"built for {chip} at {precision.value} by tpu-mlir {result['toolkit']} "
                      f"(model_transform, model_deploy --quantize {QUANTIZE[precision]}); "
                      f"checked in {simulator}")
         return Artifact(str(target), model_path, precision, tuple(files), notes=tuple(notes),
-                        checked_in=simulator, calibrated=precision == Precision.INT8)
+                        checked_in=simulator, calibrated=precision == Precision.INT8,
+                        override=override)
 
     def open(self, artifact: Artifact) -> SophgoSimulatorRunner:
         return SophgoSimulatorRunner(artifact.path.parent)
@@ -245,6 +286,60 @@ def resolve_chip(target: TargetSpec) -> str:
                          hint=f"write npu:sophgo@CHIP with one of: {', '.join(CHIPS)}",
                          code="unknown-device")
     return chip
+
+
+def op_candidates(model: onnx.ModelProto, nodes: Sequence[str]) -> dict[str, list[str]]:
+    """For each ONNX node, the names of the tpu-mlir op that may compute it, best first:
+    its own (``TENSOR_TYPE``), then that of the Relu or Clip that alone consumes its
+    output, which tpu-mlir fuses into it under the activation's name."""
+    by_name = {node.name: node for node in model.graph.node}
+    unknown = [name for name in nodes if name not in by_name]
+    if unknown:
+        raise ConversionError(f"the model has no node named {', '.join(unknown)}",
+                              hint="keep nodes by their ONNX node names", code="unknown-node")
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    graph_outputs = {output.name for output in model.graph.output}
+    candidates: dict[str, list[str]] = {}
+    for name in nodes:
+        node = by_name[name]
+        names = [f"{node.output[0]}_{node.op_type}"]
+        users = consumers.get(node.output[0], [])
+        if (len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS
+                and node.output[0] not in graph_outputs):
+            names.append(f"{users[0].output[0]}_{users[0].op_type}")
+        candidates[name] = names
+    return candidates
+
+
+def kept_override(ops: Mapping[str, str | None], mode: str, payload: Mapping[str, Any],
+                  ) -> dict[str, Any]:
+    """mixed_precision.json's ``override``: the quantize table, the op each kept ONNX node
+    became (None: folded away), and the tpu-mlir commands that rebuild the model."""
+    found = dict.fromkeys(op for op in ops.values() if op)
+    shapes = "[" + ",".join("[" + ",".join(str(d) for d in shape) + "]"
+                            for shape in payload["input_shapes"]) + "]"
+    model = Path(payload["model"]).name
+    return {"tpu-mlir": {
+        "quantize_table": QUANTIZE_TABLE,
+        "ops": {op: mode for op in found},
+        "onnx_nodes": dict(ops),
+        "how": f"model_transform.py --model_name model --model_def MODEL.onnx "
+               f"--input_shapes {shapes} --mlir model.mlir; model_deploy.py --mlir model.mlir "
+               f"--quantize INT8 --chip {payload['chip']} --calibration_table "
+               f"calibration_table.txt --quantize_table {QUANTIZE_TABLE} --model {model} "
+               "(MODEL.onnx: the ONNX model at opset 17 or lower)"}}
+
+
+def kept_note(ops: Mapping[str, str | None], mode: str) -> str:
+    found = list(dict.fromkeys(op for op in ops.values() if op))
+    folded = [node for node, op in ops.items() if op is None]
+    return (f"int8: {len(ops)} ONNX node(s) kept in {mode} by model_deploy --quantize_table "
+            f"{QUANTIZE_TABLE}, as tpu-mlir op(s) {', '.join(found) or '(none)'}"
+            + (f"; node(s) {', '.join(folded)} have no op of their own in the top MLIR "
+               "(folded away)" if folded else ""))
 
 
 def write_dataset(samples: list[dict[str, np.ndarray]], input_names: list[str],
