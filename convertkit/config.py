@@ -8,6 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# --timeout and --memory-mb defaults (options.py; batch jobs: timeout_s, memory_mb). Here,
+# in a module of the standard library alone, because isolation.py reads them too, and
+# isolation.py runs inside toolchain environments on older Pythons (tpu-mlir: 3.10) that
+# cannot import options.py (spec.py's enum.StrEnum is 3.11).
+DEFAULT_TIMEOUT_S = 1800.0  # the run's deadline
+DEFAULT_MEMORY_MB = 8192  # what each child may allocate
+
 # Set in every child process that runs a framework step.
 CHILD_ENVIRONMENT: dict[str, str] = {
     # polygraphy (pulled in by paddle2onnx) pip-installs missing packages unless told not to.

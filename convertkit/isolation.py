@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convertkit.config import child_environment
+from convertkit.config import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, child_environment
 from convertkit.errors import ConversionError, ConvertkitError, first_line
-from convertkit.options import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 # The folder the convertkit package was imported from: added to a child's sys.path, so
 # that a child finds convertkit where this process found it (an installed package, or a

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from convertkit.config import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 from convertkit.errors import UsageError, did_you_mean
 from convertkit.reports import REPORT_FORMATS
 from convertkit.spec import InputSpec, Precision, TargetSpec
 
 COMMANDS = ("convert", "check", "inspect")
-DEFAULT_TIMEOUT_S = 1800.0  # --timeout: the run's deadline (batch jobs: timeout_s)
-DEFAULT_MEMORY_MB = 8192  # --memory-mb: what each child may allocate (batch: memory_mb)
 MIN_OPSET, MAX_OPSET = 7, 30
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -248,3 +250,17 @@ def test_steps_share_the_run_deadline(tmp_path):
 
     assert caught.value.code == "timeout"
     assert "was not started" in caught.value.message
+
+
+def test_a_toolchain_step_imports_nothing_newer_than_python_3_10() -> None:
+    """Toolchain steps run in the toolchain's own Python (tpu-mlir: 3.10): the child's
+    entry point (isolation.main) and the steps must not import what needs 3.11, such as
+    spec.py's enum.StrEnum (a Sophgo build died at start-up when isolation.py imported
+    options.py for its limits)."""
+    code = ("import enum; del enum.StrEnum\n"
+            "import convertkit.isolation, convertkit.toolchain_steps.sophgo, "
+            "convertkit.toolchain_steps.rknn, convertkit.toolchain_steps.qnn\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+
+    assert done.returncode == 0, done.stderr
