@@ -338,11 +338,12 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     except ConvertkitError as error:
         log.debug("the mixed-precision search failed", exc_info=True)
         return noted(f"the search failed: {error.message}")
+    kept_in = platform.kept_precision_for(target)
     if not outcome.passed:
         return noted(f"no set of at most {cap} of the {len(quantisable)} quantisable nodes "
-                     f"kept in fp32 met the int8 budget on the calibration samples "
+                     f"kept in {kept_in} met the int8 budget on the calibration samples "
                      f"({len(outcome.trials)} build(s)); the search stops there rather than "
-                     "keep most of the model in fp32")
+                     f"keep most of the model in {kept_in}")
     by_name = {node.name: node for node in hub_model.graph.node}
     losses = {r.name: r.loss_db for r in ranking}
     macs = mp.node_macs(hub_model)
@@ -350,7 +351,6 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
                           locate(by_name[name])) for name in outcome.kept)
     share = sum(k.macs for k in kept) / max(1, sum(macs.values()))
     pure = pure or _pure_int8_text(failed)
-    kept_in = platform.kept_precision_for(target)
     staging = context.staging
     record = MixedPrecision(kept, len(quantisable), share,
                             str((out_dir / mp.OVERRIDE_FILE).relative_to(staging)),
@@ -374,7 +374,7 @@ def _retry_mixed(context: BuildContext, platform: Platform, target: TargetSpec,
     if result.status == Status.ERROR:
         shutil.rmtree(final, ignore_errors=True)
         error = result.error["message"] if result.error else "?"
-        return noted(f"the build keeping {len(kept)} node(s) in fp32 failed: {error}")
+        return noted(f"the build keeping {len(kept)} node(s) in {kept_in} failed: {error}")
     shutil.rmtree(out_dir)
     final.rename(out_dir)
     path = str(out_dir.relative_to(staging) / Path(result.path or "").relative_to(
