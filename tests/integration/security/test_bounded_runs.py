@@ -115,7 +115,9 @@ def bidirectional_lstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
-        keras.Input((20,), dtype="int32"),
+        # Named: Keras numbers unnamed inputs per process (input_layer, input_layer_1...),
+        # so the name would depend on which tests ran before in this worker.
+        keras.Input((20,), dtype="int32", name="tokens"),
         keras.layers.Embedding(5000, 32, mask_zero=True),
         keras.layers.Bidirectional(keras.layers.LSTM(32)),
         keras.layers.Dense(1, activation="sigmoid"),
@@ -128,7 +130,7 @@ def bidirectional_lstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_runtime_that_aborts_costs_its_candidate_only(cli, tmp_path: Path,
                                                        bidirectional_lstm: Path) -> None:
     """The issue's run: `-t cpu` on this model lost every candidate to one abort."""
-    result = cli("convert", str(bidirectional_lstm), "-i", "input_layer:1x20", "-t", "cpu",
+    result = cli("convert", str(bidirectional_lstm), "-i", "tokens:1x20", "-t", "cpu",
                  out=tmp_path / "out")
 
     assert result.exit_code == 0, result.stderr
