@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from convertkit.errors import ConversionError, first_line
 from convertkit.ir.info import OnnxInfo, default_opset
@@ -313,6 +313,34 @@ def _unique_name(name: str, taken: Mapping[str, object]) -> str:
 QDQ_MIN_OPSET = 13
 
 
+def raise_to_qdq_opset(onnx_path: Path, scratch: Path) -> tuple[Path, list[str]]:
+    """``onnx_path`` at opset 13 at least (a copy in ``scratch`` when raised), and the note
+    saying so: the quantiser writes opset-13 QuantizeLinear/DequantizeLinear (per-channel
+    axis, int32 bias) whatever the model's opset (light_resnet50)."""
+    model = load_model(onnx_path, load_external_data=False)
+    if default_opset(model) >= QDQ_MIN_OPSET:
+        return onnx_path, []
+    raised = scratch / "opset13.onnx"
+    save_model(convert_opset(model, QDQ_MIN_OPSET), raised,
+               external_from=onnx_path.parent, link=True)
+    return raised, [f"opset raised from {default_opset(model)} to {QDQ_MIN_OPSET} for "
+                    "int8 quantisation"]
+
+
+def calibration_reader(samples: list[dict]) -> Any:
+    """onnxruntime.quantization's CalibrationDataReader over ``samples``."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(samples)
+
+        def get_next(self) -> dict | None:
+            return next(self._samples, None)
+
+    return Reader()
+
+
 @dataclass(frozen=True)
 class Activations:
     """How static int8 quantises activations for a CPU: uint8 (ONNX Runtime's U8S8
@@ -360,7 +388,6 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
     calibration samples were used."""
     _import_onnxruntime_tools_without_torch()
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -371,17 +398,7 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
 
     large = stored_bytes(onnx_path) > EXTERNAL_DATA_THRESHOLD_BYTES
     prepared = scratch / "preprocessed.onnx"
-    notes = []
-    model = load_model(onnx_path, load_external_data=False)
-    if default_opset(model) < QDQ_MIN_OPSET:
-        # The quantiser writes opset-13 QuantizeLinear/DequantizeLinear (per-channel axis,
-        # int32 bias) whatever the model's opset: raise the opset first (light_resnet50).
-        raised = scratch / "opset13.onnx"
-        save_model(convert_opset(model, QDQ_MIN_OPSET), raised,
-                   external_from=onnx_path.parent, link=True)
-        notes.append(f"opset raised from {default_opset(model)} to {QDQ_MIN_OPSET} for "
-                     "int8 quantisation")
-        onnx_path = raised
+    onnx_path, notes = raise_to_qdq_opset(onnx_path, scratch)
     try:
         quant_pre_process(str(onnx_path), str(prepared), save_as_external_data=large)
     except Exception as exc:  # symbolic shape inference gives up on some graphs
@@ -405,16 +422,8 @@ def quantize_int8(onnx_path: Path, quantized: Path, scratch: Path,
                          f"run time) because {why}; static calibration suits such models worse")
             return tuple(notes), False
         samples = calibration_samples(options, prepared, "int8 calibration")
-
-        class _Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._samples = iter(samples)
-
-            def get_next(self) -> dict | None:
-                return next(self._samples, None)
-
         activations = activations_for(device)
-        quantize_static(str(prepared), str(quantized), _Reader(),
+        quantize_static(str(prepared), str(quantized), calibration_reader(samples),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         reduce_range=activations.reduce_range,

@@ -192,44 +192,20 @@ def quantize_qdq(onnx_path: Path, quantized: Path, scratch: Path,
     quantize_int8 there is no quant_pre_process (gpu:tensorrt takes static shapes only, and
     the hub model is already optimised) and no dynamic quantisation (TensorRT has none)."""
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
 
-    from convertkit.ir.info import default_opset
-    from convertkit.ir.io import (
-        EXTERNAL_DATA_THRESHOLD_BYTES,
-        load_model,
-        save_model,
-        stored_bytes,
-    )
-    from convertkit.ir.opset import convert_opset
+    from convertkit.ir.io import EXTERNAL_DATA_THRESHOLD_BYTES, stored_bytes
     from convertkit.platforms.calibration import calibration_notes, calibration_samples
-    from convertkit.platforms.cpu import QDQ_MIN_OPSET
+    from convertkit.platforms.cpu import calibration_reader, raise_to_qdq_opset
 
-    notes = []
-    model = load_model(onnx_path, load_external_data=False)
-    if default_opset(model) < QDQ_MIN_OPSET:  # per-channel Q/DQ needs opset 13
-        raised = scratch / "opset13.onnx"
-        save_model(convert_opset(model, QDQ_MIN_OPSET), raised,
-                   external_from=onnx_path.parent, link=True)
-        notes.append(f"opset raised from {default_opset(model)} to {QDQ_MIN_OPSET} for "
-                     "int8 quantisation")
-        onnx_path = raised
+    onnx_path, notes = raise_to_qdq_opset(onnx_path, scratch)
     samples = calibration_samples(options, onnx_path, "int8 calibration")
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(samples)
-
-        def get_next(self) -> dict | None:
-            return next(self._samples, None)
-
     try:
-        quantize_static(str(onnx_path), str(quantized), _Reader(),
+        quantize_static(str(onnx_path), str(quantized), calibration_reader(samples),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
