@@ -127,12 +127,11 @@ def convert(
         checks: dict[str, dict[str, Any]] = {}
         for (name, part), (hub, hub_info, exported) in zip(parts, hubs, strict=True):
             part_record = _source_record(lowered if not name else part, hub_info, hub, name)
-            check_record = _check_record(part, staging, options, budgets)
             if name:
                 source_record.update(exporter=lowered.exporter, notes=list(lowered.notes),
                                      log=str(LOG_FILE))
                 source_record.setdefault("components", {})[name] = part_record
-                checks[name] = check_record
+                checks[name] = _check_record(part, staging, options, budgets)
             else:
                 source_record.update(part_record)
             steps = _TargetSteps(worker, _build_context(staging / name, work / name, part,
