@@ -135,7 +135,7 @@ def convert(
             else:
                 source_record.update(part_record)
             steps = _TargetSteps(worker, _build_context(staging / name, work / name, part,
-                                                        options), out_path, exported)
+                                                        options), out_path / name, exported)
             for target, platform_class in platforms.items():
                 progress(f"building {target}" + (f" ({name})" if name else ""))
                 if target == AUTO_CPU_TARGET:
