@@ -147,14 +147,17 @@ def lower_decoder(model: Any, request: LowerRequest, notes: list[str]) -> Lowere
     plan = plan_samples([spec], load_model(request.export_path, load_external_data=False),
                         data=request.options.data, calib_data=request.options.calib_data,
                         labels=None, seed=request.seed, calibrate=request.calibrate)
-    prompts = [prompt_ids(sample["input_ids"]) for sample in plan.evaluation.samples]
+    vocabulary = vocabulary_size(model)
+    prompts = [prompt_ids(sample["input_ids"], vocabulary)
+               for sample in plan.evaluation.samples]
     evaluation, references = [], []
     for prompt in prompts:
         for feeds in _decoding_steps(step, layout, prompt, torch):
             evaluation.append(feeds)
             references.append(_run_step(step, layout, feeds, torch))
     calibration = [feeds for sample in plan.calibration.samples
-                   for feeds in _decoding_steps(step, layout, prompt_ids(sample["input_ids"]),
+                   for feeds in _decoding_steps(step, layout,
+                                                prompt_ids(sample["input_ids"], vocabulary),
                                                 torch)]
     plan = replace(plan, evaluation=replace(plan.evaluation, samples=tuple(evaluation)),
                    calibration=replace(plan.calibration, samples=tuple(calibration)))
@@ -275,14 +278,26 @@ def _export_decoder(step: _DecoderStep, layout: CacheLayout, request: LowerReque
             code="export-failed") from error
 
 
-def prompt_ids(ids: np.ndarray) -> np.ndarray:
+def prompt_ids(ids: np.ndarray, vocabulary: int) -> np.ndarray:
+    """One prompt of --data (or generated) as the model's input_ids [1, TOKENS]."""
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
         raise UsageError(f"a prompt must be a non-empty 1-D array of token ids, not "
                          f"{ids.dtype} {list(ids.shape)}",
                          hint="--data: an input_ids array [N, TOKENS] holds N prompts",
                          code="bad-data")
+    outside = ids[(ids < 0) | (ids >= vocabulary)]
+    if outside.size:
+        raise UsageError(f"token id {int(outside[0])} in a prompt is outside the model's "
+                         f"vocabulary (0 to {vocabulary - 1})",
+                         hint="--data: give token ids from this model's tokenizer",
+                         code="bad-data")
     return ids.astype(np.int64)[None]
+
+
+def vocabulary_size(model: Any) -> int:
+    """How many token ids the model's input embedding takes."""
+    return int(model.get_input_embeddings().num_embeddings)
 
 
 def _decoding_steps(step: _DecoderStep, layout: CacheLayout, prompt: np.ndarray,

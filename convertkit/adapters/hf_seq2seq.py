@@ -543,7 +543,7 @@ def lower_seq2seq(model: Any, request: Any, notes: list[str]) -> Any:
     import torch
 
     from convertkit.adapters import Lowered, save_check_data
-    from convertkit.adapters.hf_export import PROMPT_TOKENS, prompt_ids
+    from convertkit.adapters.hf_export import PROMPT_TOKENS, prompt_ids, vocabulary_size
     from convertkit.checker.decode import DECODE_FILE, DecodeReference
     from convertkit.checker.samples import plan_samples
     from convertkit.errors import UsageError, first_line
@@ -578,7 +578,7 @@ def lower_seq2seq(model: Any, request: Any, notes: list[str]) -> Any:
 
     def encoder_feeds(sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if layout.is_text:
-            ids = prompt_ids(sample["input_ids"])
+            ids = prompt_ids(sample["input_ids"], vocabulary_size(model))
             return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         return {"input_features": np.asarray(sample["input_features"], np.float32)[None]}
 

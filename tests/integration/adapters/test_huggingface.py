@@ -293,3 +293,16 @@ def test_an_encoder_decoder_folder_converts_as_two_parts_decoding_like_generate(
         feeds = decoder_next_feeds(layout, feeds, step, np.array([[tokens[-1]]], np.int64))
     expected, _ = greedy_reference(model, inputs, 8)
     assert tokens == expected.tolist() == decode["reference_tokens"]
+
+
+def test_a_prompt_outside_the_vocabulary_is_a_usage_error(cli, folders, tmp_path) -> None:
+    np.savez(tmp_path / "prompts.npz", input_ids=np.array([[5, 99999, 3], [1, 2, 3]]))
+    out = tmp_path / "out"
+
+    result = cli("convert", str(folders["qwen2"]), "-t", "onnx", "--data",
+                 str(tmp_path / "prompts.npz"), out=out)
+
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "token id 99999 in a prompt is outside the model's vocabulary (0 to 255)" in \
+        result.stderr
+    assert not out.exists()
