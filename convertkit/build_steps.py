@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from convertkit.checker.budgets import Budget, BudgetTable, budget_for, load_budget_file
+from convertkit.checker.decode import DecodeCheck
 from convertkit.checker.diagnosis import localize_against_hub
 from convertkit.checker.source_map import locate
 from convertkit.checker.verdict import Evidence, Verdict, judge
@@ -141,8 +142,6 @@ def build_and_check_step(payload: Mapping[str, Any]) -> dict[str, Any]:
         return encode(_refuse_decoder(target))
     result = build_and_check(context, platform, target, Precision(payload["precision"]),
                              Path(payload["out_dir"]))
-    if context.decode_path is not None:
-        result = check_decode(context, platform, result)
     if result.status == Status.FAIL and payload.get("exported"):
         result = _blame_optimization(result, Path(payload["exported"]), context.evidence)
     if result.status == Status.FAIL and payload.get("localize_in"):
@@ -162,11 +161,10 @@ def _refuse_decoder(target: TargetSpec) -> ArtifactResult:
     return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
 
 
-def check_decode(context: BuildContext, platform: Platform,
-                 result: ArtifactResult) -> ArtifactResult:
-    """A decoder's artifact that ran its check: the token-by-token check besides
-    (checker/decode.py). It fails an artifact that passed the output check when its
-    decode misses the budget."""
+def _decode_check(context: BuildContext, runner: Runner,
+                  precision: Precision) -> DecodeCheck | None:
+    """A decoder's artifact, already open: the token-by-token check besides the output
+    check (checker/decode.py); None for any other model."""
     from convertkit.checker.decode import (
         CacheInputs,
         DecodeReference,
@@ -174,24 +172,12 @@ def check_decode(context: BuildContext, platform: Platform,
         teacher_forced_logits,
     )
 
-    if result.status not in (Status.PASS, Status.FAIL) or not result.path:
-        return result
     cache = CacheInputs.of(_hub(context.staging / HUB_MODEL)[0])
-    precision = Precision(result.precision)
-    artifact = Artifact(result.target, context.staging / result.path, precision)
-    runner = platform.open(artifact)
-    if cache is None or runner is None:
-        return result
+    if context.decode_path is None or cache is None:
+        return None
     reference = DecodeReference.load(context.decode_path)
-    with runner:
-        logits = teacher_forced_logits(runner, cache, reference)
-    decode = compare_decode(logits, reference, context.budget(precision), precision)
-    status = result.status
-    notes = result.notes
-    if status == Status.PASS and not decode.within_budget:
-        status = Status.FAIL
-        notes = (*notes, f"decode check failed: {decode.note}")
-    return replace(result, status=status, decode=decode, notes=notes)
+    logits = teacher_forced_logits(runner, cache, reference)
+    return compare_decode(logits, reference, context.budget(precision), precision)
 
 
 def time_step(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -302,12 +288,17 @@ def _build_and_check(context: BuildContext, platform: Platform, target: TargetSp
             verdict = judge(runner.run_samples(evidence.samples), evidence, budget)
             if verdict.status == Status.FAIL:
                 layers = _layer_analysis(runner, evidence.samples[verdict.worst_sample])
-        return ArtifactResult(str(target), verdict.status, relative,
+            decode = _decode_check(context, runner, artifact.precision)
+        status = verdict.status
+        if decode is not None and not decode.within_budget and status == Status.PASS:
+            status = Status.FAIL
+            notes = (*notes, f"decode check failed: {decode.note}")
+        return ArtifactResult(str(target), status, relative,
                               artifact.precision.value, budget, verdict.metrics, notes,
                               checked_in=artifact.checked_in,
                               layer_analysis=tuple(layers), samples=len(evidence.samples),
                               accuracy=verdict.accuracy.to_dict() if verdict.accuracy else None,
-                              calibration=calibration)
+                              calibration=calibration, decode=decode)
     except ConvertkitError as error:
         log.debug("target %s failed", target, exc_info=True)
         return ArtifactResult(str(target), Status.ERROR, error=error_record(error))
