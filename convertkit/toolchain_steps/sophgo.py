@@ -178,7 +178,15 @@ def kept_ops(names: set[str], keep: dict[str, list[str]]) -> dict[str, str | Non
 
 
 def quantize_table(ops: dict[str, str | None], mode: str) -> str:
-    """model_deploy's --quantize_table: each op once, in ``mode``."""
+    """model_deploy's --quantize_table: each op once, in ``mode``. An op's name comes from
+    the model's tensor names: one that is not a single word (whitespace, a newline, a
+    leading #) would add or hide lines of the table, so it is refused."""
+    for op in ops.values():
+        if op and (op.split() != [op] or op.startswith("#") or not op.isprintable()):
+            raise ConversionError(f"tpu-mlir op {op!r} cannot be written into a quantize "
+                                  "table (its name is not a single word)",
+                                  hint="rename the ONNX tensor, or build in pure int8 "
+                                       "(--no-mixed-precision)", code="bad-op-name")
     lines = ["# tpu-mlir quantize table, written by convertkit (mixed precision): the ops",
              f"# listed run in {mode}, every other op as --quantize says.",
              "# op_name quantize_mode"]

@@ -23,6 +23,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from convertkit.errors import ConversionError
 from convertkit.platforms import BuildOptions
 from convertkit.platforms.npu.sophgo import SophgoPlatform, op_candidates
 from convertkit.spec import Precision, TargetSpec
@@ -190,3 +191,9 @@ def test_the_table_names_the_ops_the_top_mlir_holds() -> None:
     assert ops == {"conv": "r_Relu", "relu": "r_Relu", "gone": None}
     assert [line for line in table.splitlines() if not line.startswith("#")] == [
         "r_Relu F16"]
+
+
+@pytest.mark.parametrize("name", ["r_Relu F32", "r_Relu\nother_Conv F32", "#r_Relu", "\x1b[2J"])
+def test_an_op_name_that_would_add_or_hide_table_lines_is_refused(name: str) -> None:
+    with pytest.raises(ConversionError, match="cannot be written into a quantize table"):
+        quantize_table({"conv": name}, "F16")
